@@ -11,7 +11,7 @@ import importlib
 from importlib import metadata
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from engine.recipe.errors import choose_from
+from engine.recipe.errors import EngineError, choose_from
 
 T = TypeVar("T")
 
@@ -27,6 +27,13 @@ class UnknownName(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument otherwise
         return self.args[0]
+
+
+class NotExecutable(EngineError):
+    """A name the recipe language knows whose execution is not available in this version."""
+
+
+_DECLARED = object()
 
 
 class Registry(Generic[T]):
@@ -51,6 +58,15 @@ class Registry(Generic[T]):
         if help:
             self._help[name] = help
         return target
+
+    def declare(self, name: str, *, help: str = "") -> None:
+        """Make a name valid in recipes before its implementation exists; `get` then says it is not executable."""
+        self._entries.setdefault(name, _DECLARED)
+        if help:
+            self._help[name] = help
+
+    def is_executable(self, name: str) -> bool:
+        return name in self and self._entries[name] is not _DECLARED
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
@@ -81,6 +97,8 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise UnknownName(self.family, name, self.names())
         entry = self._entries[name]
+        if entry is _DECLARED:
+            raise NotExecutable(f"{self.family} '{name}' is part of the recipe language but not yet executable in this version")
         if isinstance(entry, str):
             module_name, _, attr = entry.partition(":")
             obj: Any = importlib.import_module(module_name)
