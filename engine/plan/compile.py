@@ -7,6 +7,7 @@ topology of every train step. It is a pure function of the recipe: no torch, no 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from engine.backends.deepspeed import deepspeed_config, resolve_precision
@@ -171,8 +172,25 @@ class _Compiler:
             "precision": precision,
             "batch": {"per_device": batch.per_device, "gradient_accumulation": batch.grad_accum,
                       "world_size": batch.world_size, "global": batch.global_batch},
-            "deepspeed_config": deepspeed_config(launch.deepspeed, batch, precision) if launch.deepspeed else None,
+            "deepspeed_config": self._deepspeed(launch, batch, precision),
         }
+
+    def _deepspeed(self, launch, batch, precision: str) -> Optional[dict]:
+        ds = launch.deepspeed
+        if ds is None:
+            return None
+        base = None
+        if ds.config:
+            from engine.recipe.checks import resolve_local
+
+            where = self.locate(("launch", "deepspeed", "config"))
+            file = resolve_local(ds.config, where)
+            try:
+                base = json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                self.errors.add(f"cannot read DeepSpeed config '{ds.config}'", ("launch", "deepspeed", "config"),
+                                why=str(exc), fix="give a readable JSON file (relative to the recipe)", location=where)
+        return deepspeed_config(ds, batch, precision, base=base)
 
 
 def _dump(block: Any, exclude: Optional[set] = None) -> Any:

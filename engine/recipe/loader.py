@@ -8,7 +8,6 @@ or OS exception.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import io
 import os
@@ -26,7 +25,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from engine.paths import shipped_dir
-from engine.recipe.errors import ErrorCollector, Location, RecipeError, RecipeErrors, choose_from, did_you_mean
+from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from, did_you_mean
 from engine.recipe.merge import Layer, PathError, origins_of, rebase
 
 MAX_NODES = 200_000  # values produced from one YAML text; caps alias expansion ("billion laughs")
@@ -128,7 +127,9 @@ def _mark(file: str, mark: Any) -> Location:
 
 
 class _TooBig(Exception):
-    pass
+    def __init__(self, what: str, why: str, fix: str):
+        super().__init__(what)
+        self.error = (what, why, fix)
 
 
 class _Converter:
@@ -143,14 +144,16 @@ class _Converter:
         self.count = 0
         self.active: set[int] = set()
 
-    def run(self, data: Any) -> Any:
+    def run(self, data: Any) -> tuple[Any, dict[tuple, Location]]:
+        """The plain value and its locations; RecipeErrors for every unsupported key, tag or value."""
         if self.file is not None:
             self.locations[()] = Location(self.file)
+        value = None
         try:
             value = self.convert(data, self.root)
         except _TooBig as err:
-            self.errors.add(str(err), self.root, why="the document expands to more values than a recipe can have",
-                            fix="remove the anchors and aliases that repeat large blocks", location=self.where(()))
+            what, why, fix = err.error
+            self.errors.add(what, self.root, why=why, fix=fix, location=self.where(()))
         self.errors.raise_if_any()
         return value, self.locations
 
@@ -171,9 +174,13 @@ class _Converter:
     def convert(self, node: Any, path: tuple) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(f"too many nodes (alias expansion?): more than {MAX_NODES:,}")
-        if len(path) - len(self.root) > MAX_DEPTH or id(node) in self.active:
-            raise _TooBig("nested too deeply (a recursive alias?)")
+            raise _TooBig(f"too many nodes (alias expansion?): more than {MAX_NODES:,}",
+                          "anchors and aliases expand to more values than a recipe can have",
+                          "remove the aliases that repeat large blocks")
+        if id(node) in self.active:
+            raise _TooBig("recursive alias", "an alias refers to a block that contains it", "remove that alias")
+        if len(path) - len(self.root) > MAX_DEPTH:
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", "a recipe is never that deep", "flatten the value")
         tag = getattr(getattr(node, "tag", None), "value", None)
         if isinstance(node, TaggedScalar) or (tag and not str(tag).startswith("tag:yaml.org,2002:")):
             self.errors.add(f"unsupported YAML tag {tag or node.tag}", path, fix="remove the tag", location=self.where(path))
@@ -264,7 +271,7 @@ class _Composer:
             included = self.load(target, chain + (path,))
             layer.add(included.tree, included.locations, included.origins)
         self.take_profiles(tree, locations)
-        layer.add(tree, locations, origins_of(tree, (), self.name(path)))
+        layer.add(tree, locations, origins_of(tree, self.name(path)))
         layer.tree = {**{key: layer.tree[key] for key in tree if key in layer.tree}, **layer.tree}  # own keys first
         return layer
 
@@ -414,12 +421,12 @@ def load_recipe(
     for name in profiles:
         if name in composer.profiles:
             body = composer.profiles[name]
-            layer.add(body, composer.profile_locations[name], origins_of(body, (), f"profile {name}"))
+            layer.add(body, composer.profile_locations[name], origins_of(body, f"profile {name}"))
             continue
         known = list(composer.profiles)
         errors.add(
             f"unknown profile '{name}'", ("profiles", name),
-            why=f"this recipe defines {'profiles ' + ', '.join(known) if known else 'no profiles'}",
+            why="" if known else "the recipe defines no profiles",
             fix=choose_from(name, known) if known else f"remove --profile {name}",
             location=composer.profiles_at or Location(str(path)),
         )

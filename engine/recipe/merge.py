@@ -60,7 +60,6 @@ def node_at(tree: Any, path: tuple) -> Any:
     return node
 
 
-
 def walk(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     """Every (path, value) below and including `path`, depth first, in insertion order."""
     yield path, value
@@ -80,22 +79,6 @@ def is_leaf(tree: Any, path: tuple) -> bool:
             return True
         node = node[part]
     return not (isinstance(node, dict) and node)
-
-
-def leaf_paths(value: Any, path: tuple = ()) -> Iterator[tuple]:
-    """The paths under `value` (rooted at `path`) that `is_leaf` accepts."""
-    for sub, node in walk(value, path):
-        if not (isinstance(node, dict) and node) or _inside_list(value, sub[len(path):]):
-            yield sub
-
-
-def _inside_list(value: Any, rel: tuple) -> bool:
-    node = value
-    for part in rel:
-        if isinstance(node, list):
-            return True
-        node = node[part]
-    return False
 
 
 def keep_existing(tree: dict, entries: dict[tuple, V], leaves_only: bool = False) -> dict[tuple, V]:
@@ -132,14 +115,34 @@ class Layer:
     def set(self, path: tuple, value: Any, where: Location, origin: str) -> None:
         """Merge `value` in at `path` (an override); PathError when the path cannot be followed."""
         stored = set_at(self.tree, path, value)
+        if value is None:  # a deletion writes nothing
+            self._forget_item(stored)
+            self.record({}, {})
+            return
         written = {stored[:end]: where for end in range(1, len(stored)) if stored[:end] not in self.locations}
         written.update((sub, where) for sub, _ in walk(value, stored))
-        self.record(written, origins_of(value, stored, origin))
+        origins = {sub: origin for sub in written if node_at(self.tree, sub) is not MISSING and is_leaf(self.tree, sub)}
+        self.record(written, origins)
 
     def unset(self, path: tuple) -> None:
         """Delete the value at `path`; PathError (with did-you-mean) when it does not exist."""
-        unset_at(self.tree, path)
+        self._forget_item(unset_at(self.tree, path))
         self.record({}, {})
+
+    def _forget_item(self, path: tuple) -> None:
+        """After deleting list item `path`, move the entries of the items after it down by one."""
+        if not (path and isinstance(path[-1], int) and isinstance(node_at(self.tree, path[:-1]), list)):
+            return
+        depth, gone = len(path) - 1, path[-1]
+        for entries in (self.locations, self.origins):
+            moved = {}
+            for key, entry in entries.items():
+                if key[:depth] != path[:-1] or len(key) <= depth or key[depth] < gone:
+                    moved[key] = entry
+                elif key[depth] > gone:
+                    moved[key[:depth] + (key[depth] - 1,) + key[depth + 1:]] = entry
+            entries.clear()
+            entries.update(moved)
 
     def record(self, locations: Mapping[tuple, Location], origins: Mapping[tuple, str]) -> None:
         """Note what the last change wrote, then forget entries whose value is gone (no stale locations)."""
@@ -149,9 +152,9 @@ class Layer:
         self.origins = keep_existing(self.tree, self.origins, leaves_only=True)
 
 
-def origins_of(value: Any, prefix: tuple, origin: str) -> dict[tuple, str]:
-    """`origin` for every leaf path under `value` (rooted at `prefix`), the root itself excepted."""
-    return {path: origin for path in leaf_paths(value, prefix) if path}
+def origins_of(tree: Any, origin: str) -> dict[tuple, str]:
+    """`origin` for every leaf path of `tree` (see `is_leaf`), the root itself excepted."""
+    return {path: origin for path, _ in walk(tree) if path and is_leaf(tree, path)}
 
 
 class PathError(Exception):
@@ -226,8 +229,12 @@ def _mapping_key(node: dict, part: str | int, stored: tuple, create: bool) -> st
     if key in node or (create and isinstance(part, str)):
         return key
     if isinstance(part, int):
-        return _raise(f"{_where(stored)} is a mapping, not a list: it has no item [{part}]", choose_from(key, node.keys()))
-    return _raise(f"there is no '{key}' in {_where(stored)}", choose_from(key, node.keys()))
+        return _raise(f"{_where(stored)} is a mapping, not a list: it has no item [{part}]", _choices(key, node))
+    return _raise(f"there is no '{key}' in {_where(stored)}", _choices(key, node))
+
+
+def _choices(key: str, node: dict) -> str:
+    return choose_from(key, node.keys()) if node else ""
 
 
 def _list_index(items: list, part: str | int, stored: tuple) -> int:
