@@ -62,7 +62,7 @@ def test_duplicate_key_is_an_error_at_its_line(tmp_path):
         load_yaml_file(path)
     [error] = excinfo.value.errors
     assert "duplicate key 'c'" in error.what
-    assert error.location.line == 4
+    assert error.location.line == 4 and error.path == ("b", "c")
 
 
 @pytest.mark.parametrize(
@@ -233,6 +233,12 @@ def test_null_in_a_file_removes_the_key(tmp_path):
     assert recipe.tree == {"b": {"d": 2}, "a": 1}
 
 
+def test_the_top_level_is_never_replaced_by_a_discriminator(tmp_path):
+    write(tmp_path, "base.yaml", "kind: train\nmodel: {source: hub, path: X}\n")
+    recipe = load_recipe(write(tmp_path, "r.yaml", "include: base.yaml\nkind: loop\n"))
+    assert recipe.tree == {"kind": "loop", "model": {"source": "hub", "path": "X"}}
+
+
 def test_profiles_apply_in_order(tmp_path):
     path = write(tmp_path, "r.yaml", "x: 0\nprofiles:\n  one: {x: 1, y: 1}\n  two: {x: 2}\n")
     assert load_recipe(path, profiles=["one", "two"]).tree == {"x": 2, "y": 1}
@@ -245,6 +251,13 @@ def test_a_profile_redefined_by_the_including_file_replaces_the_included_one(tmp
     recipe = load_recipe(path, profiles=["smoke"])
     assert recipe.tree == {"x": 2}
     assert recipe.profiles == {"smoke": {"x": 2}}
+
+
+def test_a_profile_from_an_included_file_keeps_its_locations(tmp_path):
+    base = write(tmp_path, "base.yaml", "x: 0\nprofiles:\n  smoke:\n    x: 1\n")
+    recipe = load_recipe(write(tmp_path, "r.yaml", "include: base.yaml\ny: 2\n"), profiles=["smoke"])
+    assert recipe.locations[("x",)] == Location(str(base.resolve()), 4, 5)
+    assert recipe.origins == {("y",): "r.yaml", ("x",): "profile smoke"}
 
 
 def test_unknown_profile_suggests_the_closest(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any, Callable
 
@@ -28,6 +29,12 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:  # a bug in the engine, not in the recipe: say so, keep the trace on request
+            if os.environ.get("RECIPE_ENGINE_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                       "This is a bug in recipe-engine, not in your recipe; set RECIPE_ENGINE_DEBUG=1 for the traceback.", err=True)
+            sys.exit(70)
 
     return wrapper
 
@@ -66,7 +73,11 @@ def run_recipe() -> None:
 
 
 def _register() -> None:
-    from engine.cli import data_cmds, recipe_cmds, run_cmds  # noqa: F401  (commands attach themselves)
+    from engine.cli import recipe_cmds, run_cmds  # noqa: F401  (commands attach themselves)
+    try:
+        from engine.cli import data_cmds  # noqa: F401
+    except ImportError:
+        pass
 
 
 _register()

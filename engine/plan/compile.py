@@ -8,6 +8,8 @@ topology of every train step. It is a pure function of the recipe: no torch, no 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 from engine.backends.deepspeed import deepspeed_config, resolve_precision
@@ -15,7 +17,7 @@ from engine.backends.launch import launch_command
 from engine.data.fingerprints import short_hash
 from engine.plan.batch import plan_batch
 from engine.recipe import references as refs
-from engine.recipe.checks import iter_strings
+from engine.recipe.checks import iter_blocks, iter_strings, resolve_local
 from engine.recipe.errors import ErrorCollector, RecipeErrors
 from engine.recipe.expressions import evaluate_bool, expression_names
 from engine.recipe.models.recipe import (EvalRecipe, InlineEval, InlineLoop, InlineTrain, LoopRecipe, PipelineRecipe,
@@ -24,6 +26,10 @@ from engine.recipe.models.train import _TrainCommon
 from engine.recipe.validate import ValidatedRecipe
 
 PLAN_VERSION = 1
+_PATH_KEYS = {  # block class -> keys holding local paths
+    "FileSource": ("path",), "DiskSource": ("path",), "LocalModel": ("path", "tokenizer"), "GGUFModel": ("file",),
+    "TinyModel": ("corpus",), "DeepSpeedConfig": ("config",), "Launch": ("hostfile",), "RunModel": ("run",),
+}
 TRAIN_PROGRAM = ["-m", "engine.backends.train_entry", "{step_dir}"]
 
 
@@ -32,21 +38,42 @@ def recipe_hash(tree: dict) -> str:
     return short_hash(tree)
 
 
-def compile_recipe(v: ValidatedRecipe) -> dict:
-    """The plan of a validated recipe; raises RecipeErrors for problems only compile can see (batch arithmetic)."""
+def compile_recipe(v: ValidatedRecipe, root_dir: Optional[Path] = None) -> dict:
+    """The plan of a validated recipe; raises RecipeErrors for problems only compile can see (batch arithmetic).
+
+    Local paths in the plan are relative to `root_dir` (default: the recipe file's directory), whichever file
+    (include, profile) wrote them, so a plan never holds machine-specific absolute paths.
+    """
     errors = ErrorCollector()
-    plan = _Compiler(v, errors).plan()
+    plan = _Compiler(v, errors, root_dir or v.loaded.path.resolve().parent).plan()
     errors.raise_if_any()
     return plan
 
 
+def _relative(text: str, location, root: Path) -> str:
+    if text.startswith("package:") or "${" in text:
+        return text
+    target = resolve_local(text, location)
+    return os.path.relpath(target, root) if not Path(text).is_absolute() else text
+
+
 class _Compiler:
-    def __init__(self, v: ValidatedRecipe, errors: ErrorCollector):
-        self.v, self.errors = v, errors
+    def __init__(self, v: ValidatedRecipe, errors: ErrorCollector, root: Path):
+        self.v, self.errors, self.root = v, errors, root
         self.locate = v.loaded.location
+        self.recipe = self._with_relative_paths(v.recipe)
+
+    def _with_relative_paths(self, recipe):
+        r = recipe.model_copy(deep=True)
+        for path, block in iter_blocks(r):
+            for key in _PATH_KEYS.get(type(block).__name__, ()):
+                value = getattr(block, key, None)
+                if isinstance(value, str):
+                    setattr(block, key, _relative(value, self.locate(path + (key,)), self.root))
+        return r
 
     def plan(self) -> dict:
-        r = self.v.recipe
+        r = self.recipe
         out: dict[str, Any] = {
             "plan": PLAN_VERSION,
             "name": r.name or self.v.loaded.path.stem,
@@ -101,7 +128,7 @@ class _Compiler:
                 if isinstance(stage, RecipeStage):
                     sub = self.v.stage_recipes[name]
                     stages[name] = {"type": "recipe", "recipe": stage.recipe, "set": stage.set, "profile": stage.profile,
-                                    "when": self._when(stage.when, r, path), "plan": compile_recipe(sub)}
+                                    "when": self._when(stage.when, r, path), "plan": compile_recipe(sub, self.root)}
                 elif isinstance(stage, (InlineTrain, InlineEval, InlineLoop)):
                     stages[name] = {"type": "inline", "kind": stage.kind, "when": self._when(stage.when, r, path),
                                     "model": _dump(stage.model), "outputs": dict(stage.outputs),
@@ -181,8 +208,6 @@ class _Compiler:
             return None
         base = None
         if ds.config:
-            from engine.recipe.checks import resolve_local
-
             where = self.locate(("launch", "deepspeed", "config"))
             file = resolve_local(ds.config, where)
             try:

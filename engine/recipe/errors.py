@@ -48,7 +48,7 @@ def format_path(path: Sequence) -> str:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
-    return out or "<root>"
+    return out
 
 
 @dataclass
@@ -63,7 +63,8 @@ class RecipeError:
 
     def __str__(self) -> str:
         head = f"{self.location}: " if self.location else ""
-        text = f"{head}{format_path(self.path)}: {self.what}"
+        key = format_path(self.path)
+        text = f"{head}{key + ': ' if key else ''}{self.what}"
         if self.why:
             text += f" — {self.why}"
         if self.fix:

@@ -9,6 +9,7 @@ or OS exception.
 from __future__ import annotations
 
 import datetime
+import difflib
 import io
 import os
 import re
@@ -21,11 +22,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import TaggedScalar
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from engine.paths import shipped_dir
-from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from, did_you_mean
+from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from
 from engine.recipe.merge import Layer, PathError, origins_of, rebase
 
 MAX_NODES = 200_000  # values produced from one YAML text; caps alias expansion ("billion laughs")
@@ -96,7 +98,7 @@ def _parse_yaml(text: str, file: str, what: str) -> tuple[dict, dict[tuple, Loca
         match = re.search(r'duplicate key "(.*?)" with value', str(err.problem))
         key = match.group(1) if match else "?"
         raise RecipeErrors.one(
-            f"duplicate key '{key}'",
+            f"duplicate key '{key}'", _mapping_path(text, err.context_mark) + (key,),
             why="a key may appear once in a mapping; a later value would silently win",
             fix="remove or rename one of them",
             location=_mark(file, err.problem_mark),
@@ -120,6 +122,25 @@ def _parse_yaml(text: str, file: str, what: str) -> tuple[dict, dict[tuple, Loca
             fix="write `key: value` lines at the top level", location=Location(file, 1, 1),
         )
     return _Converter(file).run(data)
+
+
+def _mapping_path(text: str, mark: Any) -> tuple:
+    """The key path of the mapping that starts at `mark` (to name where a duplicate key is); () if unknown."""
+    try:
+        yaml = YAML(typ="rt")
+        yaml.allow_duplicate_keys = True
+        pending: list[tuple[tuple, Any]] = [((), yaml.load(text))]
+    except Exception:  # the text is broken in another way too: name no path
+        return ()
+    for _ in range(MAX_NODES):
+        if not pending:
+            break
+        path, node = pending.pop()
+        if isinstance(node, dict) and (node.lc.line, node.lc.col) == (mark.line, mark.column):
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        pending.extend((path + (key,), value) for key, value in items if len(path) < MAX_DEPTH)
+    return ()
 
 
 def _mark(file: str, mark: Any) -> Location:
@@ -295,9 +316,7 @@ class _Composer:
                 continue
             target = (path.parent / item).resolve()
             if not target.is_file():
-                folder = target.parent
-                nearby = [Path(item).with_name(p.name).as_posix() for p in folder.glob("*.y*ml")] if folder.is_dir() else []
-                hint = did_you_mean(item, nearby)
+                hint = self.nearby(item, target, path)
                 self.errors.add(
                     f"included file not found: {item}", at, why=f"there is no file at {target}",
                     fix=f"{hint + ' ' if hint else ''}include paths are relative to the folder of {self.name(path)}",
@@ -306,6 +325,15 @@ class _Composer:
                 continue
             found.append((target, at, where))
         return found
+
+    @staticmethod
+    def nearby(item: str, target: Path, including: Path) -> str:
+        """'did you mean ...?' over the YAML files beside the missing one (compared without '.yaml')."""
+        if not target.parent.is_dir():
+            return ""
+        files = {p.stem: p.name for p in target.parent.glob("*.y*ml") if p != including}
+        match = difflib.get_close_matches(Path(item).stem, list(files), n=1, cutoff=0.6)
+        return f"did you mean '{Path(item).with_name(files[match[0]]).as_posix()}'?" if match else ""
 
     def take_profiles(self, tree: dict, locations: dict[tuple, Location]) -> None:
         """Move `profiles:` out of the tree; a profile defined again (in a later file) replaces the earlier one."""
@@ -355,7 +383,10 @@ def _parse_path(text: str, where: Location, example: str) -> tuple:
         name = match.group(1)
         parts.append(int(name) if re.fullmatch(r"[0-9]+", name) else name)
         parts.extend(int(index) for index in re.findall(r"[0-9]+", match.group(2)))
-    if isinstance(parts[0], int) or parts[0] in COMPOSITION_KEYS:
+    if isinstance(parts[0], int):
+        raise RecipeErrors.one(f"malformed path '{text}'", why="a recipe is a mapping: a path starts with a key",
+                               fix=f"e.g. {example}", location=where)
+    if parts[0] in COMPOSITION_KEYS:
         raise RecipeErrors.one(
             f"cannot override '{parts[0]}'", tuple(parts), why="include and profiles are resolved before overrides",
             fix="use --profile NAME, or edit the recipe", location=where,
@@ -488,16 +519,26 @@ def list_shipped_recipes() -> list[str]:
 # ---------------------------------------------------------------- writing
 
 
+class _DumpRepresenter(RoundTripRepresenter):
+    """Round-trip output without anchors, and `null` written out (a subclass: ruamel's registries are global)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+    def represent_none(self, data: Any) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
+_DumpRepresenter.add_representer(type(None), _DumpRepresenter.represent_none)
+
+
 def dump_yaml(tree: dict) -> str:
     """Block-style YAML of a plain tree, key order kept; multi-line strings as `|` blocks. Deterministic."""
     yaml = YAML(typ="rt", pure=True)
+    yaml.Representer = _DumpRepresenter
     yaml.default_flow_style = False
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.representer.ignore_aliases = lambda data: True
-    yaml.representer.add_representer(
-        type(None), lambda representer, data: representer.represent_scalar("tag:yaml.org,2002:null", "null")
-    )
     buffer = io.StringIO()
     yaml.dump(_for_dump(tree), buffer)
     return buffer.getvalue()

@@ -85,6 +85,8 @@ class RunDir:
         plan: dict,
         now: datetime | None = None,
         command: Sequence[str] | None = None,
+        recipe_dir: Path | None = None,
+        dir_name: str | None = None,
     ) -> "RunDir":
         """Make `root/<name>/<timestamp>-<hash8>/` (suffix -2, -3... when taken) and write the run's records.
 
@@ -97,7 +99,8 @@ class RunDir:
         moment = now or datetime.now().astimezone()
         parent = Path(root) / name
         parent.mkdir(parents=True, exist_ok=True)
-        base = f"{moment.strftime('%Y%m%d-%H%M%S')}-{short}"
+        base = dir_name or f"{moment.strftime('%Y%m%d-%H%M%S')}-{short}"
+        _check_component(base, "run directory name")
         path = parent / base
         n = 1
         while True:
@@ -114,6 +117,7 @@ class RunDir:
             "created": utc_now_iso(moment),
             "engine": __version__,
             "command": _redacted_argv(sys.argv if command is None else command),
+            "recipe_dir": str(Path(recipe_dir or Path(recipe_filename).parent).resolve()),
         }
         atomic_write_text(path / RECIPE_FILE, recipe_text)
         atomic_write_text(path / RESOLVED_FILE, resolved_yaml)

@@ -1,0 +1,89 @@
+"""Commands that execute: run, resume, runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from engine.cli.main import cli, handle_errors, load, recipe_options
+from engine.cli.output import echo, success, table
+
+
+def _run_name(r, plan: dict) -> str | None:
+    """The seed-style directory name from `output.run_name`, e.g. qwen2.5_7b_triviaqa_binary_lr4e-06_20250121_123456."""
+    template = r.output.run_name
+    if not template:
+        return None
+    from datetime import datetime
+
+    from engine.recipe.expressions import render_string
+
+    model = r.model
+    model_name = (getattr(model, "name", None) or getattr(model, "path", None) or getattr(model, "source", "model")) if model else "model"
+    model_name = str(model_name).rstrip("/").rsplit("/", 1)[-1].lower()
+    text = render_string(template, {"name": plan["name"], "model": model_name, "vars": r.vars,
+                                    "timestamp": datetime.now().strftime("%Y%m%d_%H%M%S")})
+    return text.replace("/", "_").replace(" ", "_")
+
+
+@cli.command()
+@recipe_options
+@click.option("--root", type=click.Path(file_okay=False), help="Runs root (default: the recipe's output.root, $RECIPE_ENGINE_RUNS or ./runs).")
+@handle_errors
+def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | None) -> None:
+    """Validate, compile and run a recipe in a new run directory."""
+    from engine.paths import runs_root
+    from engine.plan.compile import compile_recipe
+    from engine.plan.execute import Executor
+    from engine.recipe.loader import dump_yaml
+    from engine.recipe.validate import validate as run_validate
+    from engine.runs.lock import build_lock
+    from engine.runs.run_dir import RunDir
+
+    loaded = load(recipe, profiles, sets, unsets)
+    v = run_validate(loaded)
+    plan = compile_recipe(v)
+    r = v.recipe
+    runs = Path(root or r.output.root or runs_root())
+    run_dir = RunDir.create(root=runs, name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
+                            recipe_filename=str(loaded.path), resolved_yaml=dump_yaml(loaded.tree), plan=plan,
+                            recipe_dir=loaded.path.parent, dir_name=_run_name(r, plan))
+    run_dir.write_lock(build_lock(recipe_files=loaded.files, seeds={"run": plan["seed"]}))
+    echo(f"run directory: {run_dir.path}")
+    Executor(run_dir, plan, loaded.path.parent).execute()
+    success(f"run finished: {run_dir.path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def resume(run_dir: str) -> None:
+    """Continue a run that stopped (crash, kill, failure) at its first unfinished step."""
+    from engine.plan.execute import Executor
+    from engine.runs.run_dir import RunDir
+
+    run = RunDir.open(Path(run_dir))
+    recipe_dir = Path(run.info.get("recipe_dir") or run.path)
+    done = [s for s, info in run.state.steps().items() if info.get("status") == "done"]
+    echo(f"resuming {run.path} ({len(done)} step{'s' if len(done) != 1 else ''} already done)")
+    Executor(run, run.plan(), recipe_dir).execute()
+    success(f"run finished: {run.path}")
+
+
+@cli.command()
+@click.option("--root", type=click.Path(file_okay=False), help="Runs root (default $RECIPE_ENGINE_RUNS or ./runs).")
+@handle_errors
+def runs(root: str | None) -> None:
+    """List runs, newest first, with their status and key metrics."""
+    from engine.paths import runs_root
+    from engine.runs.run_dir import list_runs
+
+    rows = []
+    for r in list_runs(Path(root) if root else runs_root()):
+        metrics = r.get("metrics") or {}
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(flat.items())[:4])
+        rows.append((r["name"], r["created"], r["status"], shown, r["path"]))
+    table("runs", ["name", "created", "status", "metrics", "path"], rows)

@@ -1,0 +1,232 @@
+"""Execute a plan in a run directory: steps in order, loops over epochs, pipelines over stages; resumable.
+
+Each step records completion in state.json only after its executor returned (its outputs durable), so a
+re-run of the same run directory (`recipe resume`) reuses every finished step and restarts at the first
+unfinished one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from engine import catalog
+from engine.plan.context import StepContext
+from engine.plan.resolve import Frame, Missing, resolve_or_fail, resolve_value
+from engine.recipe.errors import EngineError
+from engine.recipe.expressions import evaluate_bool, render_string
+from engine.runs.run_dir import RunDir
+
+
+def iter_plan_steps(graph: dict) -> Iterator[tuple[str, dict]]:
+    """Every (name, step entry) of a graph, stages and sub-plans included."""
+    if graph["type"] in ("steps", "loop"):
+        yield from graph["steps"].items()
+        return
+    for name, stage in graph["stages"].items():
+        if stage["type"] == "step":
+            yield name, stage
+        elif stage["type"] == "inline":
+            yield from iter_plan_steps(stage["graph"])
+        else:
+            yield from iter_plan_steps(stage["plan"]["graph"])
+
+
+def not_executable(plan: dict) -> list[str]:
+    """What this version cannot execute yet, as readable lines (empty when everything can run)."""
+    missing: dict[str, list[str]] = {}
+    for name, step in iter_plan_steps(plan["graph"]):
+        if not catalog.STEPS.is_executable(step["use"]):
+            missing.setdefault(f"step type '{step['use']}'", []).append(name)
+        method = step.get("params", {}).get("method")
+        if step["use"] == "train" and method and not catalog.METHODS.is_executable(method):
+            missing.setdefault(f"training method '{method}'", []).append(name)
+    if plan.get("data") and plan["data"].get("sources") and not catalog.STEPS.is_executable("data"):
+        missing.setdefault("data building (`data:` block)", [])
+    return [f"{what} (step{'s' if len(names) > 1 else ''} {', '.join(sorted(set(names)))})" if names else what
+            for what, names in missing.items()]
+
+
+class Executor:
+    """Runs one plan in one run directory."""
+
+    def __init__(self, run: RunDir, plan: dict, recipe_dir: Path):
+        self.run, self.plan, self.recipe_dir = run, plan, recipe_dir
+        self.resources: dict[str, Any] = {}
+        self._data: dict[str, dict] = {}
+        self._model: Optional[dict] = None
+
+    # --- inputs resolved on demand -------------------------------------------------------------------
+
+    def _data_output(self, name: str, plan: dict) -> dict:
+        if name not in self._data:
+            from engine.plan.steps.data import build_outputs  # the `data` step type owns materialization
+
+            built = build_outputs(plan["data"], recipe_dir=self.recipe_dir, out_dir=self.run.path / "data", seed=plan["seed"])
+            self._data.update(built)
+        if name not in self._data:
+            raise Missing(f"data.{name}")
+        return self._data[name]
+
+    def _recipe_model(self, plan: dict) -> dict:
+        if self._model is None:
+            source = plan["model"]
+            if source is None:
+                raise Missing("model")
+            resolve = catalog.MODEL_SOURCES.get(source["source"])
+            self._model = resolve(source, self.recipe_dir)
+        return self._model
+
+    def _frame(self, plan: dict, **kw: Any) -> Frame:
+        return Frame(data=lambda n: self._data_output(n, plan), model=lambda: self._recipe_model(plan),
+                     variables=plan.get("vars") or {}, **kw)
+
+    # --- running -------------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        problems = not_executable(self.plan)
+        if problems:
+            self.run.state.set_run_status("failed")
+            self.run.events.emit("run_failed", error="not yet executable", what=problems)
+            raise EngineError("not yet executable in this version: " + "; ".join(problems)
+                              + ". The run directory records the plan; nothing was run.")
+        state = self.run.state
+        state.set_run_status("running")
+        self.run.events.emit("run_started")
+        try:
+            self._graph(self.plan["graph"], self.plan, prefix="")
+        except BaseException as exc:
+            state.set_run_status("failed" if isinstance(exc, Exception) else "interrupted")
+            self.run.events.emit("run_failed", error=str(exc))
+            raise
+        state.set_run_status("done")
+        self.run.events.emit("run_done")
+
+    def _graph(self, graph: dict, plan: dict, prefix: str, frame: Optional[Frame] = None) -> Frame:
+        if graph["type"] == "steps":
+            frame = frame or self._frame(plan)
+            for name in graph["order"]:
+                self._step(prefix + name, name, graph["steps"][name], frame, plan)
+            return frame
+        if graph["type"] == "loop":
+            return self._loop(graph, plan, prefix)
+        return self._pipeline(graph, plan, prefix)
+
+    def _loop(self, graph: dict, plan: dict, prefix: str) -> Frame:
+        outer = self._frame(plan)
+        carry = {n: resolve_or_fail(c["init"], outer, f"loop.carry.{n}.init") for n, c in graph["carry"].items()}
+        baseline = graph.get("baseline_skip")
+        epochs = ([0] if baseline is not None else []) + list(range(1, graph["epochs"] + 1))
+        prev, frame, rows = None, outer, []
+        for epoch in epochs:
+            frame = self._frame(plan, prev=prev, carry=dict(carry), epoch=epoch)
+            for name in graph["order"]:
+                step_id = f"{prefix}epoch_{epoch}/{name}"
+                if epoch == 0 and name in (baseline or []):
+                    self._skip(step_id, "baseline epoch")
+                    continue
+                self._step(step_id, name, graph["steps"][name], frame, plan)
+            for n, c in graph["carry"].items():
+                try:
+                    carry[n] = resolve_value(c["next"], frame)
+                except Missing:
+                    pass  # nothing new this epoch (e.g. no rows to train on): keep the value
+            rows.append(self._summary_row(graph, frame, epoch))
+            prev = frame.steps
+        if graph.get("summary"):
+            self._write_summary(graph["summary"], rows, prefix)
+        frame.carry = carry
+        return frame
+
+    def _pipeline(self, graph: dict, plan: dict, prefix: str) -> Frame:
+        frame = self._frame(plan)
+        for name in graph["order"]:
+            stage = graph["stages"][name]
+            if not self._enabled(stage.get("when", True), plan, None):
+                self._skip(prefix + name, "when: false")
+                continue
+            if stage["type"] == "step":
+                self._step(prefix + name, name, stage, frame, plan)
+                frame.stages[name] = frame.steps.get(name, {})
+                continue
+            sub_plan = stage["plan"] if stage["type"] == "recipe" else {**plan, "model": stage.get("model") or plan["model"]}
+            sub_graph = sub_plan["graph"] if stage["type"] == "recipe" else stage["graph"]
+            inner = self._frame(sub_plan, stages=dict(frame.stages))
+            inner = self._graph(sub_graph, sub_plan, prefix + name + "/", inner if sub_graph["type"] == "steps" else None)
+            inner.stages = frame.stages
+            outputs = stage["outputs"] if stage["type"] == "inline" else sub_plan.get("outputs", {})
+            frame.stages[name] = {k: resolve_or_fail(v, inner, f"stages.{name}.outputs.{k}") for k, v in outputs.items()}
+        return frame
+
+    def _enabled(self, when: Any, plan: dict, epoch: Optional[int]) -> bool:
+        if isinstance(when, bool):
+            return when
+        return evaluate_bool(when, {"vars": plan.get("vars") or {}, "epoch": epoch})
+
+    def _skip(self, step_id: str, reason: str) -> None:
+        if not self.run.state.is_done(step_id):
+            self.run.state.mark_skipped(step_id, reason)
+
+    def _step(self, step_id: str, name: str, entry: dict, frame: Frame, plan: dict) -> None:
+        state = self.run.state
+        if state.is_done(step_id):
+            frame.steps[name] = state.outputs(step_id)
+            return
+        if not self._enabled(entry.get("when", True), plan, frame.epoch):
+            self._skip(step_id, "when: false")
+            return
+        inputs = {k: resolve_or_fail(v, frame, f"{step_id}.{k}") for k, v in entry["inputs"].items()}
+        data = inputs.get("data")
+        if entry["use"] == "train" and isinstance(data, dict) and data.get("rows") == 0:
+            state.mark_skipped(step_id, "no rows to train on")
+            self.run.events.emit("step_skipped", step=step_id, reason="no rows to train on")
+            return
+        save = entry.get("save")
+        if save:
+            save = render_string(resolve_or_fail(save, frame, f"{step_id}.save"), {"epoch": frame.epoch, "vars": plan.get("vars") or {}})
+        ctx = StepContext(step_id=step_id, step_dir=self.run.step_dir(step_id), step=entry, inputs=inputs, plan=plan,
+                          run_dir=self.run.path, recipe_dir=self.recipe_dir, seed=plan["seed"], epoch=frame.epoch,
+                          save_name=save, events=self.run.events, resources=self.resources)
+        state.mark_running(step_id)
+        self.run.events.emit("step_started", step=step_id, use=entry["use"])
+        try:
+            outputs = catalog.STEPS.get(entry["use"])(ctx)
+        except Exception as exc:
+            state.mark_failed(step_id, str(exc))
+            self.run.events.emit("step_failed", step=step_id, error=str(exc))
+            raise
+        state.mark_done(step_id, outputs)
+        self.run.events.emit("step_done", step=step_id)
+        frame.steps[name] = outputs
+
+    # --- loop summary --------------------------------------------------------------------------------
+
+    def _summary_row(self, graph: dict, frame: Frame, epoch: int) -> dict:
+        row: dict[str, Any] = {"Epoch": epoch}
+        for column, ref in ((graph.get("summary") or {}).get("columns") or {}).items():
+            try:
+                value = resolve_value(ref, frame)
+            except Missing:
+                value = None
+            row[column] = value
+        return row
+
+    def _write_summary(self, summary: dict, rows: list[dict], prefix: str) -> None:
+        from engine.runs.atomic import atomic_write_json, atomic_write_text
+
+        base = self.run.path / (prefix.replace("/", "_") + summary.get("save", "summary"))
+        atomic_write_json(base.with_suffix(".json"), rows)
+        columns = list(rows[0]) if rows else ["Epoch"]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for r in rows:
+            lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
+        atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
