@@ -51,7 +51,8 @@ def validate(loaded: LoadedRecipe, *, check_files: bool = True, _stack: tuple = 
     try:
         recipe = _ADAPTER.validate_python(tree)
     except ValidationError as exc:
-        errors.extend(pydantic_errors(exc, tree, loaded.location))
+        unresolved = {e.path for e in errors.errors}  # a value whose ${vars.X} failed was reported already
+        errors.extend(e for e in pydantic_errors(exc, tree, loaded.location) if e.path not in unresolved)
     if recipe is None:
         errors.raise_if_any()
         raise AssertionError("unreachable")
