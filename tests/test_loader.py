@@ -66,7 +66,7 @@ def test_duplicate_key_is_an_error_at_its_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text, found", [("- a\n- b\n", "a list"), ("just text\n", "a single value"), ("", "an empty file"), ("# only\n", "an empty file")]
+    "text, found", [("- a\n- b\n", "a list"), ("just text\n", "a single value"), ("", "the file is empty"), ("# only\n", "the file is empty")]
 )
 def test_document_must_be_a_mapping(tmp_path, text, found):
     path = write(tmp_path, "r.yaml", text)
@@ -103,7 +103,7 @@ def test_yaml_bomb_is_rejected_quickly(tmp_path):
     with pytest.raises(RecipeErrors) as excinfo:
         load_recipe(path)
     assert time.monotonic() - start < 5
-    assert "too many nodes (alias expansion?)" in excinfo.value.errors[0].what
+    assert "too many values" in excinfo.value.errors[0].what and "(alias expansion?)" in excinfo.value.errors[0].what
 
 
 def test_recursive_alias_is_rejected():

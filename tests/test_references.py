@@ -69,8 +69,8 @@ def test_wrong_artifact_type(tmp_path):
 def test_unknown_step_output_and_carry(tmp_path):
     text = LOOP.replace("${steps.label.rows}", "${steps.label.rowz}").replace('"${carry.policy}", data', '"${carry.polcy}", data')
     errs = errors(tmp_path, text)
-    assert any("step 'label' has no output 'rowz'; did you mean 'rows'?" in e for e in errs)
-    assert any("no carried value 'carry.polcy'; did you mean 'policy'?" in e for e in errs)
+    assert any("step 'label' has no output 'rowz' — " in e and e.endswith("; did you mean 'rows'?") for e in errs), errs
+    assert any("no carried value 'carry.polcy' — " in e and e.endswith("; did you mean 'policy'?") for e in errs), errs
 
 
 def test_cycle_is_rejected(tmp_path):

@@ -2,5 +2,5 @@
 
 from engine.catalog import BACKENDS
 
-BACKENDS.declare("trl", help="TRL trainers in this environment")
-BACKENDS.declare("axolotl", help="Axolotl in its side environment")
+BACKENDS.register("trl", "engine.backends.trl", help="TRL trainers in this environment")
+BACKENDS.register("axolotl", "engine.backends.axolotl", help="Axolotl in its side environment")

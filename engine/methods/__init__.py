@@ -1,4 +1,4 @@
-"""Training methods, one module each; they register here."""
+"""Training methods, one module each (CONFIG, config_fields, build_trainer: see engine/methods/job.py)."""
 
 from engine.catalog import METHODS
 
@@ -10,4 +10,4 @@ for _name, _help in {
     "classify": "sequence classification",
     "reward": "reward model on preference pairs",
 }.items():
-    METHODS.declare(_name, help=_help)
+    METHODS.register(_name, f"engine.methods.{_name}", help=_help)

@@ -16,3 +16,6 @@ for _name, _help in {
     "record": "write an experiment record",
 }.items():
     STEPS.declare(_name, help=_help)
+
+STEPS.register("train", "engine.plan.steps.train:run")
+STEPS.register("merge", "engine.plan.steps.merge:run")

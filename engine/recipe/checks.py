@@ -8,13 +8,13 @@ from typing import Any, Iterator, Optional
 
 from engine import catalog
 from engine.recipe import references as refs
-from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from
+from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from, did_you_mean, display_path
 from engine.recipe.models.common import ArtifactType, scorer_names
 from engine.recipe.models.data import FileSource, FunctionTransform
 from engine.recipe.models.model_sources import GGUFModel, LocalModel
 from engine.recipe.models.recipe import (EvalRecipe, InlineEval, InlineLoop, InlineTrain, LoopRecipe, PipelineRecipe,
                                          RecipeStage, TrainRecipe)
-from engine.recipe.models.steps import Evaluate
+from engine.recipe.models.steps import Evaluate, Suite
 from engine.recipe.models.train import GRPO
 
 A = ArtifactType
@@ -67,7 +67,18 @@ def _check_names(recipe: Any, errors: ErrorCollector, locate) -> None:
     from engine.data.templates import list_templates
 
     templates = set(list_templates())
+    suites = {name for _, block in iter_blocks(recipe) for name in (getattr(block, "suites", None) or {})}
     for path, block in iter_blocks(recipe):
+        suite = getattr(block, "suite", None)
+        if isinstance(block, Evaluate) and isinstance(suite, str) and suite not in suites:
+            errors.add(f"unknown suite '{suite}'", path + ("suite",), why="`suite:` names a suite of the recipe's `suites:` block",
+                       fix=choose_from(suite, suites) if suites else "define it under `suites:` (name: {tasks: ...})",
+                       location=locate(path + ("suite",)))
+        for index, name in enumerate(getattr(block, "include", None) or []) if isinstance(block, Suite) else ():
+            if name not in suites:
+                errors.add(f"unknown suite '{name}'", path + ("include", index), why="a suite includes other suites of `suites:`",
+                           fix=choose_from(name, suites - {path[-1]}) if len(suites) > 1 else "remove it",
+                           location=locate(path + ("include", index)))
         scorer = getattr(block, "scorer", None)
         if scorer is not None and not isinstance(block, str):
             for name in scorer_names(scorer):
@@ -93,9 +104,11 @@ def _check_expressions(recipe: Any, errors: ErrorCollector, locate) -> None:
             if isinstance(expr, str):
                 problem = check_expression(expr)
                 if problem:
+                    example = "when: \"{{ vars.adapter == 'lora' }}\"" if key == "when" else f"{key}: \"judgment != judgment_label\""
                     errors.add(f"invalid expression in `{key}`: {problem}", path + (key,),
-                               why="expressions are sandboxed Jinja2", fix="e.g. \"{{ vars.adapter == 'lora' }}\"",
-                               location=locate(path + (key,)))
+                               why="`when:` is a Jinja2 expression over vars and epoch" if key == "when"
+                               else f"`{key}:` is a Jinja2 expression over the fields of a row",
+                               fix=f"fix the syntax, e.g. `{example}`", location=locate(path + (key,)))
 
 
 def _base_dir(location: Optional[Location]) -> Path:
@@ -120,8 +133,21 @@ def _check_files(recipe: Any, errors: ErrorCollector, locate) -> None:
             loc = locate(path + (key,))
             target = resolve_local(text, loc)
             if not target.exists():
-                errors.add(f"missing local file '{text}'", path + (key,), why=f"{target} does not exist",
-                           fix="check the path (relative paths are relative to the recipe file)", location=loc)
+                noun = "model directory" if isinstance(block, LocalModel) else "data file" if isinstance(block, FileSource) else "file"
+                hint = _nearby(target, text)
+                relative = "relative to the recipe file that writes it" if loc and not loc.file.startswith("<") else "relative to the current directory"
+                errors.add(f"{noun} not found: '{text}'", path + (key,), why=f"there is nothing at {display_path(str(target))}",
+                           fix=f"{hint + ' ' if hint else ''}check the path ({relative})", location=loc)
+
+
+def _nearby(target: Path, written: str) -> str:
+    """'did you mean X?' over the names beside a missing file (X written as the recipe would), or ''."""
+    if not target.parent.is_dir():
+        return ""
+    import difflib
+
+    match = difflib.get_close_matches(target.name, [p.name for p in target.parent.iterdir()], n=1, cutoff=0.6)
+    return f"did you mean '{(Path(written).parent / match[0]).as_posix()}'?" if match else ""
 
 
 def _trust(recipe: Any) -> list[str]:
@@ -161,6 +187,8 @@ class _ReferenceChecker:
         elif isinstance(r, PipelineRecipe):
             outputs_scope = self._pipeline(r, base)
         self._strings(self.v.tree.get("outputs") or {}, ("outputs",), outputs_scope, None)
+        for key in ("model", "data", "suites", "launch", "output", "tracking"):  # blocks outside the step graph
+            self._strings(self.v.tree.get(key) or {}, (key,), self._base_scope(r), None)
 
     def _base_scope(self, r, parent: Optional[refs.Scope] = None) -> refs.Scope:
         data = set(r.data.output_names()) if r.data else (set(parent.data) if parent else set())
@@ -175,7 +203,7 @@ class _ReferenceChecker:
             expected = expected_of(sub) if expected_of else None
             targets, problems = refs.check(text, scope, expected)
             for p in problems:
-                self.errors.add(p, path + sub, why="references are checked before anything runs", location=self.locate(path + sub))
+                self.errors.add(p.what, path + sub, why=p.why, fix=p.fix, location=self.locate(path + sub))
             if deps is not None:
                 deps.update(t.parts[0] for t in targets if t.scope == "steps" and t.parts)
 
@@ -222,7 +250,8 @@ class _ReferenceChecker:
             path = prefix + ("loop", "carry", name)
             targets, problems = refs.check(c.init, outer, None)
             for p in problems:
-                self.errors.add(p, path + ("init",), why="`init` is read before the first epoch", location=self.locate(path + ("init",)))
+                self.errors.add(p.what, path + ("init",), why=p.why + " (`init` is read before the first epoch)", fix=p.fix,
+                                location=self.locate(path + ("init",)))
             types = [refs.target_type(t, outer) for t in targets if not problems]
             scope.carry[name] = types[0] if types else A.value
         for name, c in r.loop.carry.items():
@@ -293,13 +322,22 @@ class _ReferenceChecker:
             return A.value
 
     def _file_stage(self, name: str, stage: RecipeStage, path: tuple) -> dict[str, ArtifactType]:
-        from engine.recipe.loader import load_recipe, resolve_recipe_path
+        from engine.recipe.loader import list_shipped_recipes, load_recipe, resolve_recipe_path
         from engine.recipe.validate import validate
 
         loc = self.locate(path + ("recipe",))
         candidate = resolve_local(stage.recipe, loc)
         try:
             target = candidate if candidate.exists() else resolve_recipe_path(stage.recipe)
+        except RecipeErrors:
+            names = list_shipped_recipes()
+            self.errors.add(f"stage recipe not found: '{stage.recipe}'", path + ("recipe",),
+                            why=f"there is no file at {display_path(str(candidate))}, and no shipped recipe of that name",
+                            fix=(did_you_mean(stage.recipe, names) + " " if did_you_mean(stage.recipe, names) else "")
+                            + "file paths are relative to the recipe file that writes them (`recipe list recipes` names the shipped ones)",
+                            location=loc)
+            return {}
+        try:
             if target.resolve() in self.stack or target.resolve() == self.v.loaded.path.resolve():
                 chain = " -> ".join(p.name for p in (*self.stack, self.v.loaded.path, target))
                 self.errors.add(f"recipe stage cycle: {chain}", path + ("recipe",), fix="a recipe cannot run itself as a stage", location=loc)
@@ -309,7 +347,17 @@ class _ReferenceChecker:
                            _stack=self.stack + (self.v.loaded.path.resolve(),))
         except RecipeErrors as exc:
             for err in exc.errors:
-                self.errors.add(f"in stage '{name}' ({stage.recipe}): {err}", path + ("recipe",), location=loc)
+                if err.location is not None and not err.location.file.startswith("<"):
+                    self.errors.extend([err])  # a problem inside the stage's file, at its own file:line:col
+                else:  # from the stage's `set:` or `profile:`: point at that key of the stage
+                    at = path + ("recipe",)
+                    origin = err.location.file if err.location else ""
+                    if origin.startswith("<--set "):
+                        key = origin.removeprefix("<--set ").partition("=")[0]
+                        at = path + ("set", key) if key in stage.set else at
+                    elif stage.profile:
+                        at = path + ("profile",)
+                    self.errors.add(f"in stage '{name}': {err.what}", at, why=err.why, fix=err.fix, location=self.locate(at) or loc)
             return {}
         self.v.stage_recipes[name] = sub
         return declared_outputs(sub)

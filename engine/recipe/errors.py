@@ -21,13 +21,14 @@ class Location:
     col: int = 0
 
     def __str__(self) -> str:
-        name = _display_path(self.file)
+        name = display_path(self.file)
         if self.line:
             return f"{name}:{self.line}:{self.col or 1}"
         return name
 
 
-def _display_path(file: str) -> str:
+def display_path(file: str) -> str:
+    """A path as messages show it: relative to the current directory when below it, else as given."""
     if file.startswith("<"):
         return file
     try:

@@ -27,7 +27,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from engine.paths import shipped_dir
-from engine.recipe.errors import ErrorCollector, Location, RecipeErrors, choose_from
+from engine.recipe.errors import ErrorCollector, Location, RecipeError, RecipeErrors, choose_from, display_path
 from engine.recipe.merge import Layer, PathError, origins_of, rebase
 
 MAX_NODES = 200_000  # values produced from one YAML text; caps alias expansion ("billion laughs")
@@ -99,7 +99,7 @@ def _parse_yaml(text: str, file: str, what: str) -> tuple[dict, dict[tuple, Loca
         key = match.group(1) if match else "?"
         raise RecipeErrors.one(
             f"duplicate key '{key}'", _mapping_path(text, err.context_mark) + (key,),
-            why="a key may appear once in a mapping; a later value would silently win",
+            why="a key may appear once in a mapping (the later value would silently win)",
             fix="remove or rename one of them",
             location=_mark(file, err.problem_mark),
         ) from None
@@ -109,19 +109,50 @@ def _parse_yaml(text: str, file: str, what: str) -> tuple[dict, dict[tuple, Loca
                 "more than one YAML document", why=f"{what} is a single document",
                 fix="remove the '---' separator and what follows it", location=_mark(file, err.problem_mark),
             ) from None
-        detail = "; ".join(str(part) for part in (err.problem, err.context) if part)
-        raise RecipeErrors.one(f"invalid YAML: {detail}", location=_mark(file, err.problem_mark or err.context_mark)) from None
+        raise RecipeErrors([_syntax_error(err, file)]) from None
     except RecursionError:
-        raise RecipeErrors.one("invalid YAML: nested too deeply", location=Location(file)) from None
+        raise RecipeErrors.one("invalid YAML: nested too deeply", why=f"a recipe is never more than {MAX_DEPTH} levels deep",
+                               fix="flatten the value", location=Location(file, 1, 1)) from None
     except Exception as err:  # ruamel raises plain errors too, e.g. ValueError for the date 2024-13-45
-        raise RecipeErrors.one(f"invalid YAML: {err}", location=Location(file)) from None
+        raise RecipeErrors.one(f"invalid YAML: {err}", fix="quote the value to make it text", location=Location(file, 1, 1)) from None
     if not isinstance(data, dict):
-        found = "an empty file" if data is None else f"a {'list' if isinstance(data, list) else 'single value'}"
+        found = "the file is empty (or holds only comments)" if data is None else \
+            f"the file holds {'a list' if isinstance(data, list) else 'a single value'}"
         raise RecipeErrors.one(
-            f"{what} must be a mapping of keys", why=f"the file holds {found}",
+            f"{what} must be a mapping of keys", why=found,
             fix="write `key: value` lines at the top level", location=Location(file, 1, 1),
         )
     return _Converter(file).run(data)
+
+
+# ruamel's problem text -> (what, why, fix) for the syntax errors people make most
+_SYNTAX_HINTS = (
+    ("found character '\\t'", "a tab character", "YAML indents with spaces only", "replace the tab with spaces"),
+    ("mapping values are not allowed here", "a `key:` where a value was expected",
+     "this line is indented deeper than its siblings, or a value contains ': '",
+     "line this key up with the keys of its block, or quote the value"),
+    ("could not find expected ':'", "a line that is not `key: value`",
+     "inside a mapping every line is `key: value`, or a continuation indented under one", "add the ':' or fix the indentation"),
+    ("expected <block end>", "a line indented differently from its block",
+     "the keys of one block must start in the same column (an unclosed quote above also causes this)",
+     "fix the indentation of this line, or close the quote above it"),
+    ("found undefined alias", "an alias (*NAME) without its anchor (&NAME)", "an alias repeats a block marked earlier with &NAME",
+     "define the anchor before the alias, or quote a value that starts with '*'"),
+)
+
+
+def _syntax_error(err: MarkedYAMLError, file: str) -> RecipeError:
+    """A readable message for a YAML syntax error: where, what, and the usual cause."""
+    problem, context = str(err.problem or ""), str(err.context or "")
+    if "quoted scalar" in context and err.context_mark is not None:  # the quote that never closes
+        return RecipeError("invalid YAML: unclosed quote", why="the quoted text that starts here has no closing quote",
+                           fix="add the closing quote", location=_mark(file, err.context_mark))
+    for needle, what, why, fix in _SYNTAX_HINTS:
+        if needle in problem:
+            return RecipeError(f"invalid YAML: {what}", why=why, fix=fix, location=_mark(file, err.problem_mark or err.context_mark))
+    detail = "; ".join(part for part in (problem, context) if part)
+    return RecipeError(f"invalid YAML: {detail}", fix="check the YAML syntax on this line and the one above it",
+                       location=_mark(file, err.problem_mark or err.context_mark))
 
 
 def _mapping_path(text: str, mark: Any) -> tuple:
@@ -148,9 +179,10 @@ def _mark(file: str, mark: Any) -> Location:
 
 
 class _TooBig(Exception):
-    def __init__(self, what: str, why: str, fix: str):
+    def __init__(self, what: str, why: str, fix: str, path: tuple = ()):
         super().__init__(what)
         self.error = (what, why, fix)
+        self.path = path
 
 
 class _Converter:
@@ -174,7 +206,8 @@ class _Converter:
             value = self.convert(data, self.root)
         except _TooBig as err:
             what, why, fix = err.error
-            self.errors.add(what, self.root, why=why, fix=fix, location=self.where(()))
+            at = err.path[: len(self.root) + 1]  # the top-level key being read when it happened
+            self.errors.add(what, at, why=why, fix=fix, location=self.where(at) if at else self.where(()))
         self.errors.raise_if_any()
         return value, self.locations
 
@@ -195,13 +228,13 @@ class _Converter:
     def convert(self, node: Any, path: tuple) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(f"too many nodes (alias expansion?): more than {MAX_NODES:,}",
-                          "anchors and aliases expand to more values than a recipe can have",
-                          "remove the aliases that repeat large blocks")
+            raise _TooBig(f"too many values: more than {MAX_NODES:,} (alias expansion?)",
+                          "anchors and aliases here expand to more values than any recipe has",
+                          "remove the aliases (*NAME) that repeat large blocks", path)
         if id(node) in self.active:
-            raise _TooBig("recursive alias", "an alias refers to a block that contains it", "remove that alias")
+            raise _TooBig("recursive alias", "an alias refers to a block that contains it", "remove that alias", path)
         if len(path) - len(self.root) > MAX_DEPTH:
-            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", "a recipe is never that deep", "flatten the value")
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", "a recipe is never that deep", "flatten the value", path)
         tag = getattr(getattr(node, "tag", None), "value", None)
         if isinstance(node, TaggedScalar) or (tag and not str(tag).startswith("tag:yaml.org,2002:")):
             self.errors.add(f"unsupported YAML tag {tag or node.tag}", path, fix="remove the tag", location=self.where(path))
@@ -318,7 +351,7 @@ class _Composer:
             if not target.is_file():
                 hint = self.nearby(item, target, path)
                 self.errors.add(
-                    f"included file not found: {item}", at, why=f"there is no file at {target}",
+                    f"included file not found: {item}", at, why=f"there is no file at {display_path(str(target))}",
                     fix=f"{hint + ' ' if hint else ''}include paths are relative to the folder of {self.name(path)}",
                     location=where,
                 )
@@ -409,7 +442,8 @@ def parse_set(expr: str) -> tuple[tuple, object]:
     except Exception as err:  # any ruamel error: the value is not YAML
         problem = getattr(err, "problem", None) or str(err)
         raise RecipeErrors.one(f"value is not valid YAML: {problem}", path,
-                               fix="quote it, e.g. --set 'name=\"a: b\"'", location=where) from None
+                               why="the text after '=' is read as YAML (a number, true/false, [a list], {a: mapping} or text)",
+                               fix="fix or quote it, e.g. --set 'name=\"a: b\"'", location=where) from None
     value, _ = _Converter(None, root=path, fallback=where).run(data)
     return path, value
 
@@ -457,7 +491,7 @@ def load_recipe(
         known = list(composer.profiles)
         errors.add(
             f"unknown profile '{name}'", ("profiles", name),
-            why="" if known else "the recipe defines no profiles",
+            why="--profile picks one of the recipe's `profiles:`" if known else "the recipe defines no profiles",
             fix=choose_from(name, known) if known else f"remove --profile {name}",
             location=composer.profiles_at or Location(str(path)),
         )

@@ -3,6 +3,7 @@ model's chat template on the result (read from tokenizer files with jinja2, with
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -63,9 +64,13 @@ def render_checks(v) -> list[str]:
         with_target = step.use == "train"
         problems = check_template(template, row, with_target=with_target)
         for problem in problems:
+            problem = problem.removeprefix(f"template '{template.name}' ")
+            missing = re.search(r"needs fields? '([^']+)'", problem)
+            field = missing.group(1) if missing else "FIELD"
             errors.add(f"template '{template.name}' does not render on the first row of data.{data}: {problem}",
                        path + ("template",), why="templates use StrictUndefined: a missing field is an error, not an empty string",
-                       fix="map the field with `fields:`/`map`, or pick another template", location=locate(path + ("template",)))
+                       fix=f"map the field on the data source (e.g. `fields: {{{field}: YOUR_FIELD}}`, an `adapter:` or a `map` "
+                       "transform), or pick another template", location=locate(path + ("template",)))
         if problems:
             continue
         notes.append(f"{'.'.join(map(str, path))}: template {template.name} renders on the first row of data.{data}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from engine.recipe.models.base import Block
 
@@ -149,11 +149,16 @@ class Split(Block):
     group_by: str = Field("id", description="Rows with the same value of this field land in the same split.")
     sources: Optional[list[str]] = Field(None, description="Sources to split (default: all).")
 
-    @model_validator(mode="after")
-    def _positive(self) -> "Split":
-        if len(self.ratios) < 2 or any(w <= 0 for w in self.ratios.values()):
-            raise ValueError("split ratios need at least two splits with positive weights, e.g. {train: 5, test: 1}")
-        return self
+    @field_validator("ratios")
+    @classmethod
+    def _positive(cls, ratios: dict[str, float]) -> dict[str, float]:
+        bad = [f"'{name}' has weight {weight:g}" for name, weight in ratios.items() if weight <= 0]
+        few = [f"only {len(ratios)} split{'s' if len(ratios) != 1 else ''} named"] if len(ratios) < 2 else []
+        if bad or few:
+            listing = ", ".join(f"{name}: {weight:g}" for name, weight in ratios.items())
+            raise ValueError(f"invalid split ratios {{{listing}}} — a split needs at least two parts with positive weights "
+                             f"({', '.join(few + bad)}); e.g. `ratios: {{train: 5, test: 1}}`")
+        return ratios
 
 
 class Mix(Block):

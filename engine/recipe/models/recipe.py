@@ -103,7 +103,9 @@ class Loop(Block):
     start_epoch: int = Field(0, ge=0, description="First epoch to run (resume an experiment; earlier epochs are reused).")
     carry: dict[str, Carry] = Field(default_factory=dict)
     baseline: Optional[Baseline] = Field(None, description="Run an epoch 0 with these steps skipped.")
-    steps: dict[str, Step] = Field(min_length=1)
+    steps: dict[str, Step] = Field(
+        min_length=1, description="The loop body: step name -> step (`use:` names its type), run in dependency order every epoch."
+    )
     summary: Optional[Summary] = None
     stop: Stop = Field(default_factory=Stop)
 

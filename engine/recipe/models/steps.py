@@ -158,7 +158,7 @@ class Suite(Block):
 class Evaluate(_Step, _Generation):
     """Evaluate a model or endpoint on data, a suite, or judgment; write per-row predictions and metrics."""
 
-    use: Literal["evaluate"]
+    use: Literal["evaluate"] = Field("evaluate", description="Optional under `kind: eval` (like `use: train` under `kind: train`).")
     model: Optional[ModelSpec] = Field(None, description="Model or endpoint; default the recipe's `model`.")
     data: Optional[Ref] = None
     template: Optional[TemplateSpec] = None
@@ -179,10 +179,16 @@ class Evaluate(_Step, _Generation):
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> "Evaluate":
         given = [x for x in ("data", "suite", "tasks") if getattr(self, x)]
-        if len(given) != 1:
-            raise ValueError("evaluate needs exactly one of `data` (with `scorer`), `suite` or `tasks`")
+        if not given:
+            raise ValueError("evaluate has nothing to evaluate — it needs exactly one of `data` (with `scorer`), `suite` "
+                             "or `tasks`; add e.g. `data: ${data.test}` and `scorer: exact_match`, or `suite: NAME`")
+        if len(given) > 1:
+            both = " and ".join(f"`{x}`" for x in given)
+            raise ValueError(f"evaluate has both {both} — it evaluates exactly one of `data` (with `scorer`), `suite` "
+                             "or `tasks`; keep one of them (or make one evaluate step for each)")
         if self.data and self.scorer is None and self.judgment is None:
-            raise ValueError("evaluate with `data` needs a `scorer` (or `judgment`)")
+            raise ValueError("evaluate with `data` has no `scorer` — the scorer decides what a correct answer is; "
+                             "add e.g. `scorer: exact_match` (`recipe list scorers`), or `judgment:`")
         return self
 
 

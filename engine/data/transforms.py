@@ -1,0 +1,566 @@
+"""The per-source pipeline: raw row -> (`fields` mapping) -> adapter -> common record -> transforms -> sample.
+
+A source compiles to a `Pipeline`: a head (mapping, adapter, normalisation to the common record) and steps. Row-local
+transforms (rename, map, filter, tag, function) are fused into one `RowStep`, a plain function row -> row | None
+(None drops the row); dedupe, limit and sample see the whole source. Two executors run the same pipeline:
+
+- `run_dataset` on a `datasets.Dataset`: each `RowStep` (the head fused with the row-local transforms after it) is
+  one batched `Dataset.map` with explicit features; dedupe / limit / sample are index selections;
+- `run_rows` on plain Python rows: streaming hub sources, inline rows, and `engine.data.peek` (which must not
+  import `datasets`, so nothing here imports it at module level).
+
+Sampling is bottom-k by a hash of (seed, row id): the same rows in both executors, whatever the input order.
+Every failure is a `DataError` naming the source, the step, and where the row came from (`file:line`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from engine.data.adapters import COMMON_ORDER, TEXT_FIELDS, MissingField, content_id
+from engine.data.sources import DataError, SourceRef, locator
+from engine.recipe.errors import did_you_mean
+from engine.recipe.models.data import (DedupeTransform, FilterTransform, FunctionTransform, LimitTransform,
+                                       MapTransform, RenameTransform, SampleSpec, SampleTransform, TagTransform)
+
+RowFn = Callable[[dict], Optional[dict]]
+BATCH = 1000
+
+
+# ------------------------------------------------------------------------------------------ the record
+
+
+def _text(name: str, value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value) and name == "context":
+        return "\n\n".join(value)
+    raise DataError(f"field '{name}' must be text, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def coerce(row: dict) -> dict:
+    """Common fields in their types: text fields str (numbers become text), `answers` a list of str."""
+    for name in TEXT_FIELDS:
+        if name in row:
+            row[name] = _text(name, row[name])
+    answers = row.get("answers")
+    if answers is not None and not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
+        if isinstance(answers, (str, int, float)):
+            row["answers"] = [str(answers)]
+        elif isinstance(answers, list) and all(isinstance(a, (str, int, float)) or a is None for a in answers):
+            row["answers"] = [str(a) for a in answers if a is not None]
+        else:
+            raise DataError(f"field 'answers' must be a list of text, got {_short(answers)}")
+    return row
+
+
+def ordered(row: dict) -> dict:
+    """Every common field (None where absent) in `COMMON_FIELDS` order, then the extra fields."""
+    out = {k: row.get(k) for k in COMMON_ORDER}
+    for k, v in row.items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def output_row(row: dict) -> dict:
+    """A record as written to JSONL and returned by peek: fields whose value is None are left out."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def record_features(keys: Iterable[str]) -> Any:
+    """`datasets.Features` of records with these fields: common text fields are strings, `answers` a list of
+    strings, everything else (tests, label, meta, extras) JSON, so sources with different extras concatenate."""
+    from datasets import Features, Json, List, Value
+
+    def feature(key: str) -> Any:
+        if key in TEXT_FIELDS:
+            return Value("string")
+        if key == "answers":
+            return List(Value("string"))
+        return Json()  # values are encoded with `to_json` first
+
+    return Features({k: feature(k) for k in keys})
+
+
+def is_json_field(key: str) -> bool:
+    return key not in TEXT_FIELDS and key != "answers"
+
+
+def to_json(value: Any) -> Optional[str]:
+    """A value for a `Json` column, encoded here: `datasets` would store a str that parses as JSON (`"1"`,
+    `"true"`) as that JSON and give back 1 / True."""
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def record_keys(rows: Iterable[dict]) -> list[str]:
+    keys = dict.fromkeys(COMMON_ORDER)
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return list(keys)
+
+
+def rows_to_dataset(rows: list[dict]) -> Any:
+    from datasets import Dataset
+
+    keys = record_keys(rows)
+    columns = {k: [to_json(r.get(k)) for r in rows] if is_json_field(k) else [r.get(k) for r in rows] for k in keys}
+    return Dataset.from_dict(columns, features=record_features(keys))
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+@dataclass
+class RowStep:
+    """Row-local transforms fused into one pass; each function returns the row or None (dropped)."""
+
+    fns: list[tuple[str, RowFn]] = field(default_factory=list)
+
+    def __call__(self, row: dict) -> Optional[dict]:
+        for label, fn in self.fns:
+            try:
+                row = fn(row)
+            except DataError as exc:
+                raise DataError(f"{label}: {exc}") from None
+            except MissingField as exc:
+                raise DataError(f"{label}: {exc}" + (f"; {did_you_mean(exc.name, exc.have)}"
+                                                      if did_you_mean(exc.name, exc.have) else "")) from None
+            except Exception as exc:  # noqa: BLE001 - expressions and user functions: one clear error
+                raise DataError(f"{label}: {getattr(exc, 'message', None) or exc}") from None
+            if row is None:
+                return None
+        return ordered(coerce(row))
+
+
+@dataclass
+class Dedupe:
+    fields: list[str]
+    label: str
+
+
+@dataclass
+class Limit:
+    n: int
+
+
+@dataclass
+class Sample:
+    n: int
+    seed: int
+    label: str
+
+
+def sample_rank(seed: int, row_id: Any) -> int:
+    """The sampling key of a row: 64 bits of blake2b(seed, id). The n smallest are the sample."""
+    digest = hashlib.blake2b(f"{seed}\0{row_id}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _rename(mapping: dict[str, str]) -> RowFn:
+    def fn(row: dict) -> dict:
+        for old, new in mapping.items():
+            if old not in row:
+                raise MissingField(old, [k for k, v in row.items() if v is not None])
+            if row.get(new) is not None and new not in mapping and new != old:
+                raise DataError(f"cannot rename '{old}' to '{new}': the row already has a field '{new}'")
+        return {mapping.get(k, k): v for k, v in row.items() if not (k in mapping.values() and k not in mapping
+                                                                      and row.get(k) is None)}
+    return fn
+
+
+def _map(mapping: dict[str, str]) -> RowFn:
+    from engine.recipe.expressions import evaluate
+
+    def fn(row: dict) -> dict:
+        for name, expr in mapping.items():
+            row[name] = evaluate(expr, row)
+        return row
+    return fn
+
+
+def _filter(expr: str) -> RowFn:
+    from engine.recipe.expressions import evaluate_bool
+
+    return lambda row: row if evaluate_bool(expr, row) else None
+
+
+def _tag(spec: Any) -> RowFn:
+    from engine.data.taxonomy import tag_row
+
+    grade = None if isinstance(spec, str) else spec.grade
+    return lambda row: tag_row(row, grade)
+
+
+def load_function(target: str, base_dir: Optional[Path] = None) -> Callable:
+    """`module:function`, imported (with the recipe's directory on sys.path when the module is not found)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise DataError(f"function '{target}' must be written `module:function`")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        if base_dir is None:
+            raise DataError(f"function '{target}': module '{module_name}' not found") from None
+        sys.path.insert(0, str(base_dir))
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            raise DataError(f"function '{target}': module '{module_name}' not found "
+                            f"(also looked in {base_dir})") from None
+        finally:
+            sys.path.remove(str(base_dir))
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise DataError(f"function '{target}': '{module_name}' has no function '{attr}'")
+    return fn
+
+
+def _function(target: str, base_dir: Optional[Path]) -> RowFn:
+    fn = load_function(target, base_dir)
+
+    def call(row: dict) -> Optional[dict]:
+        out = fn(row)
+        if out is not None and not isinstance(out, dict):
+            raise DataError(f"returned {type(out).__name__}; a transform function returns the row (a dict) or None")
+        return out
+    return call
+
+
+# ------------------------------------------------------------------------------------------ the pipeline
+
+
+@dataclass
+class Pipeline:
+    """A compiled source: `head(raw, index)` gives the common record (or None), then `steps` run in order."""
+
+    ref: SourceRef
+    head: Callable[[dict, int], Optional[dict]]
+    steps: list = field(default_factory=list)
+    where: Callable[[int], str] = str
+    field_sources: dict[str, str] = field(default_factory=dict)
+    has_function: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    def fail(self, exc: BaseException, index: Optional[int], step: str = "") -> DataError:
+        at = f"{self.where(index)}: " if index is not None else f"{self.ref.describe()}: "
+        return DataError(f"{at}source '{self.name}'{', ' + step if step else ''}: {exc}")
+
+    def apply_head(self, raw: dict, index: int) -> Optional[dict]:
+        try:
+            return self.head(raw, index)
+        except DataError as exc:
+            raise self.fail(exc, index) from None
+        except MissingField as exc:
+            adapter = self.ref.model.adapter
+            hint = did_you_mean(exc.name, exc.have)
+            raise self.fail(f"adapter '{adapter}': {exc}" + (f"; {hint}" if hint else "")
+                            + f"; map the dataset's fields with `fields: {{{exc.name}: YOUR_FIELD}}` or use "
+                            f"another adapter", index) from None
+        except Exception as exc:  # noqa: BLE001 - an adapter failing on odd data: say where
+            raise self.fail(f"adapter '{self.ref.model.adapter}': {type(exc).__name__}: {exc}", index) from None
+
+    def apply_step(self, step: RowStep, row: dict) -> Optional[dict]:
+        try:
+            return step(row)
+        except DataError as exc:
+            index = (row.get("meta") or {}).get("index")
+            raise self.fail(exc, index, "transforms") from None
+
+    def check_columns(self, columns: list[str]) -> None:
+        """`fields:` must name fields the source has."""
+        for target, src in self.field_sources.items():
+            if src not in columns:
+                hint = did_you_mean(src, columns)
+                raise DataError(f"source '{self.name}' ({self.ref.describe()}): `fields` maps '{target}' to '{src}', "
+                                f"which the source does not have; its fields: {', '.join(columns) or 'none'}"
+                                + (f"; {hint}" if hint else ""))
+
+
+def _adapter(name: str) -> tuple[Callable, str, dict]:
+    from engine.catalog import ADAPTERS
+    from engine.registry import UnknownName
+
+    try:
+        fn = ADAPTERS.get(name)
+    except UnknownName as exc:
+        raise DataError(str(exc)) from None
+    module = sys.modules.get(getattr(fn, "__module__", ""), None)
+    declared = getattr(module, "ARGS", None)
+    return fn, getattr(module, "DOMAIN", None), (dict(declared) if declared is not None else None)
+
+
+def compile_pipeline(ref: SourceRef, *, recipe_seed: int = 0, base_dir: Optional[Path] = None) -> Pipeline:
+    """Compile a resolved source into its pipeline (imports the adapter, checks `adapter_args`)."""
+    m = ref.model
+    adapt, default_domain, args = None, None, {}
+    if m.adapter:
+        adapt, default_domain, declared = _adapter(m.adapter)
+        args = declared if declared is not None else {}
+        unknown = [k for k in m.adapter_args if declared is not None and k not in declared]
+        if unknown:
+            hint = did_you_mean(unknown[0], declared)
+            raise DataError(f"source '{ref.name}': adapter '{m.adapter}' has no option '{unknown[0]}' "
+                            f"(its adapter_args: {', '.join(declared) or 'none'})" + (f"; {hint}" if hint else ""))
+        args.update(m.adapter_args)
+    fields = dict(m.fields)
+    meta = ref.meta()
+    dataset_name = m.adapter
+
+    def head(raw: dict, index: int) -> Optional[dict]:
+        row = raw
+        if fields:
+            row = dict(raw)
+            for target, src in fields.items():
+                if src not in raw:
+                    have = list(raw)
+                    hint = did_you_mean(src, have)
+                    raise DataError(f"`fields` maps '{target}' to '{src}', which the row does not have "
+                                    f"(fields: {', '.join(have)})" + (f"; {hint}" if hint else ""))
+                if src != target:
+                    row.pop(src, None)
+            for target, src in fields.items():
+                row[target] = raw[src]
+        rec = adapt(row, index=index, args=args) if adapt else dict(row)
+        if rec is None:
+            return None
+        rec = coerce(rec)
+        if rec.get("id") in (None, ""):
+            rec["id"] = content_id(ref.name, {k: v for k, v in rec.items() if k != "meta"})
+        rec["source"] = ref.name
+        if dataset_name or not rec.get("dataset"):
+            rec["dataset"] = dataset_name
+        rec["domain"] = m.domain or rec.get("domain") or default_domain
+        rec["meta"] = {**meta, "index": index}
+        return ordered(rec)
+
+    steps: list = []
+    has_function = False
+    for i, t in enumerate(m.transforms):
+        label = f"transforms[{i}] ({next(iter(t.model_dump(by_alias=True, exclude_none=True)))})"
+        row_fn: Optional[RowFn] = None
+        if isinstance(t, RenameTransform):
+            row_fn = _rename(t.rename)
+        elif isinstance(t, MapTransform):
+            row_fn = _map(t.map)
+        elif isinstance(t, FilterTransform):
+            row_fn = _filter(t.filter)
+        elif isinstance(t, TagTransform):
+            row_fn = _tag(t.tag)
+        elif isinstance(t, FunctionTransform):
+            row_fn, has_function = _function(t.function, base_dir), True
+        elif isinstance(t, DedupeTransform):
+            steps.append(Dedupe([t.dedupe] if isinstance(t.dedupe, str) else list(t.dedupe), label))
+        elif isinstance(t, LimitTransform):
+            steps.append(Limit(t.limit))
+        elif isinstance(t, SampleTransform):
+            spec = t.sample if isinstance(t.sample, SampleSpec) else SampleSpec(n=t.sample)
+            steps.append(Sample(spec.n, spec.seed if spec.seed is not None else _seed(m, recipe_seed), label))
+        if row_fn is not None:
+            if steps and isinstance(steps[-1], RowStep):
+                steps[-1].fns.append((label, row_fn))
+            else:
+                steps.append(RowStep([(label, row_fn)]))
+    if m.sample is not None:
+        steps.append(Sample(m.sample, _seed(m, recipe_seed), "sample"))
+    return Pipeline(ref=ref, head=head, steps=steps, where=locator(ref),
+                    field_sources=fields, has_function=has_function)
+
+
+def _seed(m: Any, recipe_seed: int) -> int:
+    return m.seed if m.seed is not None else recipe_seed
+
+
+# ------------------------------------------------------------------------------------------ plain rows
+
+
+def _hashable(values: tuple) -> Any:
+    try:
+        hash(values)
+        return values
+    except TypeError:
+        return json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _dedupe_key(row: dict, step: Dedupe) -> Any:
+    missing = [f for f in step.fields if f not in row]
+    if missing:
+        have = [k for k, v in row.items() if v is not None]
+        raise DataError(f"{step.label}: the row has no field '{missing[0]}' (fields: {', '.join(have)})")
+    return _hashable(tuple(row[f] for f in step.fields))
+
+
+def run_rows(p: Pipeline, rows: Iterable[tuple[int, dict]], *, row_local_only: bool = False) -> Iterator[dict]:
+    """Run the pipeline over (index, raw row) pairs in plain Python; yields records (with None-valued fields).
+
+    With `row_local_only`, dedupe / limit / sample are skipped (peek: the first row after the row-local steps)."""
+    it: Iterator[dict] = (r for r in (p.apply_head(raw, i) for i, raw in rows) if r is not None)
+    for step in p.steps:
+        if isinstance(step, RowStep):
+            it = _row_step(it, step, p)
+        elif row_local_only:
+            continue
+        elif isinstance(step, Dedupe):
+            it = _dedupe_rows(it, step, p)
+        elif isinstance(step, Limit):
+            it = _limit(it, step.n)
+        elif isinstance(step, Sample):
+            it = _sample_rows(it, step)
+    return it
+
+
+def _row_step(it: Iterator[dict], step: RowStep, p: Pipeline) -> Iterator[dict]:
+    for row in it:
+        out = p.apply_step(step, row)
+        if out is not None:
+            yield out
+
+
+def _dedupe_rows(it: Iterator[dict], step: Dedupe, p: Pipeline) -> Iterator[dict]:
+    seen: set = set()
+    for row in it:
+        try:
+            key = _dedupe_key(row, step)
+        except DataError as exc:
+            raise p.fail(exc, (row.get("meta") or {}).get("index")) from None
+        if key not in seen:
+            seen.add(key)
+            yield row
+
+
+def _limit(it: Iterator[dict], n: int) -> Iterator[dict]:
+    if n <= 0:
+        return
+    for i, row in enumerate(it):
+        yield row
+        if i + 1 >= n:
+            return
+
+
+def _sample_rows(it: Iterator[dict], step: Sample) -> Iterator[dict]:
+    heap: list = []  # max-heap of the n smallest ranks: (-rank, -position, row)
+    for pos, row in enumerate(it):
+        item = (-sample_rank(step.seed, row["id"]), -pos, row)
+        if len(heap) < step.n:
+            heapq.heappush(heap, item)
+        elif step.n and item[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, item)
+    for _, _, row in sorted(heap, key=lambda x: -x[1]):
+        yield row
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+
+def _batch_rows(batch: dict) -> Iterator[dict]:
+    names = list(batch)
+    for values in zip(*(batch[k] for k in names)):
+        yield dict(zip(names, values))
+
+
+def _discover(ds: Any, fn: Callable[[dict, int], Optional[dict]], indexed: bool) -> list[str]:
+    """The fields `fn` produces, from the first batch that yields rows (datasets needs them up front)."""
+    start = 0
+    for batch in ds.iter(batch_size=256):
+        outs = []
+        for j, row in enumerate(_batch_rows(batch)):
+            out = fn(row, start + j)
+            if out is not None:
+                outs.append(out)
+        start += len(next(iter(batch.values()))) if batch else 0
+        if outs:
+            return record_keys(outs)
+    return list(COMMON_ORDER)
+
+
+def map_records(ds: Any, fn: Callable[[dict, int], Optional[dict]], *, fingerprint: str, label: str) -> Any:
+    """`Dataset.map` of a row function (row, index) -> record | None, batched, into records with fixed features."""
+    keys = _discover(ds, fn, True)
+    keyset = frozenset(keys)
+    encoded = [(k, is_json_field(k)) for k in keys]
+
+    def batch_fn(batch: dict, indices: list[int]) -> dict:
+        out: dict[str, list] = {k: [] for k in keys}
+        for i, row in zip(indices, _batch_rows(batch)):
+            rec = fn(row, i)
+            if rec is None:
+                continue
+            if not keyset.issuperset(rec):
+                new = sorted(set(rec) - keyset)
+                raise DataError(f"{label}: row {i} has field(s) {', '.join(new)} that earlier rows did not have; "
+                                "every row of a source must have the same fields")
+            for k, as_json in encoded:
+                out[k].append(to_json(rec.get(k)) if as_json else rec.get(k))
+        return out
+
+    return ds.map(batch_fn, batched=True, batch_size=BATCH, with_indices=True, remove_columns=ds.column_names,
+                  features=record_features(keys), keep_in_memory=True, load_from_cache_file=False,
+                  new_fingerprint=fingerprint, desc=label)
+
+
+def run_dataset(p: Pipeline, ds: Any, *, fingerprint: str) -> Any:
+    """Run the pipeline over a `datasets.Dataset` of raw rows; returns a Dataset of records."""
+    p.check_columns(ds.column_names)
+    steps = list(p.steps)
+    first = steps.pop(0) if steps and isinstance(steps[0], RowStep) else None
+
+    def head(raw: dict, index: int) -> Optional[dict]:
+        rec = p.apply_head(raw, index)
+        return p.apply_step(first, rec) if (first is not None and rec is not None) else rec
+
+    ds = map_records(ds, head, fingerprint=_fp(fingerprint, 0), label=f"source '{p.name}'")
+    for n, step in enumerate(steps, 1):
+        if isinstance(step, RowStep):
+            ds = map_records(ds, lambda row, i, s=step: p.apply_step(s, row), fingerprint=_fp(fingerprint, n),
+                             label=f"source '{p.name}'")
+        elif isinstance(step, Dedupe):
+            ds = ds.select(_dedupe_indices(ds, step, p))
+        elif isinstance(step, Limit):
+            ds = ds.select(range(min(step.n, len(ds))))
+        elif isinstance(step, Sample):
+            ds = ds.select(sample_indices(ds["id"], step.n, step.seed))
+    return ds
+
+
+def _fp(base: str, n: int) -> str:
+    return hashlib.sha256(f"{base}:{n}".encode()).hexdigest()[:16]
+
+
+def _dedupe_indices(ds: Any, step: Dedupe, p: Pipeline) -> list[int]:
+    missing = [f for f in step.fields if f not in ds.column_names]
+    if missing:
+        raise p.fail(DataError(f"{step.label}: no field '{missing[0]}' (fields: {', '.join(ds.column_names)})"), None)
+    columns = ds.select_columns(step.fields).to_dict()
+    seen: set = set()
+    keep = []
+    for i, values in enumerate(zip(*(columns[f] for f in step.fields))):
+        key = _hashable(values)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def sample_indices(ids: list, n: int, seed: int) -> list[int]:
+    """Positions of the n rows with the smallest `sample_rank` (all rows when n >= len), in input order."""
+    if n >= len(ids):
+        return list(range(len(ids)))
+    ranked = heapq.nsmallest(n, ((sample_rank(seed, row_id), i) for i, row_id in enumerate(ids)))
+    return sorted(i for _, i in ranked)

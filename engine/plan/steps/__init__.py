@@ -1,0 +1,1 @@
+"""Step executors, one module per `use:` name, registered in engine.plan."""
