@@ -115,17 +115,22 @@ def make(tmp_path: Path, sources: dict, **data) -> object:
     return validate(load_recipe(path))
 
 
-def synthetic(name: str, domain: str, n: int) -> dict:
-    return {"source": "inline", "domain": domain,
-            "rows": [{"id": f"{name}-{i}", "question": f"{name} question {i}?", "answers": [str(i)]} for i in range(n)]}
+SIZES = {"a": ("math", 300), "b": ("math", 40), "c": ("qa", 500), "d": ("qa", 200), "e": ("code", 30), "f": ("code", 60)}
 
 
-SOURCES = {"a": synthetic("a", "math", 300), "b": synthetic("b", "math", 40), "c": synthetic("c", "qa", 500),
-           "d": synthetic("d", "qa", 200), "e": synthetic("e", "code", 30), "f": synthetic("f", "code", 60)}
+@pytest.fixture
+def sources(tmp_path) -> dict:
+    out = {}
+    for name, (domain, n) in SIZES.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"{name}-{i}", "question": f"{name} question {i}?",
+                                            "answers": [str(i)]}) + "\n" for i in range(n)))
+        out[name] = {"source": "jsonl", "path": str(path), "domain": domain}
+    return out
 
 
-def test_mix_through_the_engine(tmp_path):
-    v = make(tmp_path, SOURCES, split={"ratios": {"train": 5, "test": 1}},
+def test_mix_through_the_engine(tmp_path, sources):
+    v = make(tmp_path, sources, split={"ratios": {"train": 5, "test": 1}},
              mix={"train_mixed": {"from": "train", "domains": PLAN_C, "size": 5000},
                   "test_mixed": {"from": "test", "domains": PLAN_C, "oversample": False}})
     m = materialize(v)
@@ -150,8 +155,8 @@ def test_mix_through_the_engine(tmp_path):
     assert [r["id"] for r in again] == [r["id"] for r in rows]   # deterministic
 
 
-def test_mix_from_a_split_that_does_not_exist(tmp_path):
+def test_mix_from_a_split_that_does_not_exist(tmp_path, sources):
     with pytest.raises(DataError, match=r"data.mix.m.from: 'tran' is not a split; did you mean 'train'"):
-        materialize(make(tmp_path, SOURCES, split={}, mix={"m": {"from": "tran", "domains": PLAN_C}}))
+        materialize(make(tmp_path, sources, split={}, mix={"m": {"from": "tran", "domains": PLAN_C}}))
     with pytest.raises(DataError, match="the recipe has no `split:`"):
-        materialize(make(tmp_path, SOURCES, mix={"m": {"from": "train", "domains": PLAN_C}}))
+        materialize(make(tmp_path, sources, mix={"m": {"from": "train", "domains": PLAN_C}}))

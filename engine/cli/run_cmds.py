@@ -31,12 +31,18 @@ def _run_name(r, plan: dict) -> str | None:
 @cli.command()
 @recipe_options
 @click.option("--root", type=click.Path(file_okay=False), help="Runs root (default: the recipe's output.root, $RECIPE_ENGINE_RUNS or ./runs).")
+@click.option("--no-cache", is_flag=True, help="Recompute every step, even when an identical one completed before.")
+@click.option("--only", multiple=True, metavar="STAGE", help="Run only these pipeline stages (repeatable).")
+@click.option("--from", "from_", metavar="STAGE", help="Start the pipeline at this stage.")
+@click.option("--skip", multiple=True, metavar="STAGE", help="Skip these pipeline stages (repeatable).")
+@click.option("--reuse", type=click.Path(exists=True, file_okay=False), help="Take the outputs of stages not run from this run directory.")
 @handle_errors
-def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | None) -> None:
+def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | None, no_cache: bool,
+        only: tuple, from_: str | None, skip: tuple, reuse: str | None) -> None:
     """Validate, compile and run a recipe in a new run directory."""
     from engine.paths import runs_root
     from engine.plan.compile import compile_recipe
-    from engine.plan.execute import Executor
+    from engine.plan.execute import Executor, StageSelection
     from engine.recipe.loader import dump_yaml
     from engine.recipe.validate import validate as run_validate
     from engine.runs.lock import build_lock
@@ -52,7 +58,9 @@ def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | No
                             recipe_dir=loaded.path.parent, dir_name=_run_name(r, plan))
     run_dir.write_lock(build_lock(recipe_files=loaded.files, seeds={"run": plan["seed"]}))
     echo(f"run directory: {run_dir.path}")
-    Executor(run_dir, plan, loaded.path.parent).execute()
+    selection = StageSelection(only=only, from_=from_, skip=skip, reuse=Path(reuse) if reuse else None)
+    selection.check(plan)
+    Executor(run_dir, plan, loaded.path.parent, use_cache=not no_cache, selection=selection).execute()
     success(f"run finished: {run_dir.path}")
 
 

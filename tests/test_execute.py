@@ -1,0 +1,175 @@
+"""The executor: step order, loop epochs with a baseline and carried models, fallbacks, summaries, resume,
+the step cache and stage selection — with small fake step types so only the executor is under test."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine import catalog
+from engine.plan.compile import compile_recipe
+from engine.plan.execute import Executor, StageSelection
+from engine.recipe.errors import EngineError
+from engine.recipe.loader import dump_yaml, load_recipe
+from engine.recipe.validate import validate
+from engine.runs.run_dir import RunDir
+
+LOOP = """\
+recipe: 1
+kind: loop
+name: fake-loop
+model: {source: tiny}
+data: {sources: {train: {source: inline, rows: [{question: q, answers: [a]}]}}}
+loop:
+  epochs: 2
+  carry: {policy: {init: "${model}", next: "${steps.train.model}"}}
+  baseline: {skip: [select, train]}
+  steps:
+    select: {use: select, rows: "${prev.steps.judge.rows}", where: "wrong"}
+    train: {use: train, method: sft, model: "${carry.policy}", data: "${steps.select.rows}", save: "epoch_${epoch}"}
+    judge: {use: evaluate, model: "${steps.train.model | carry.policy}", data: "${data.train}", scorer: judgment}
+  summary: {columns: {Acc: "${steps.judge.metrics.accuracy}"}}
+outputs: {model: "${carry.policy}"}
+"""
+
+
+class Fakes:
+    """Fake step types recording every call."""
+
+    def __init__(self, fail_at=None, empty_select=False):
+        self.calls = []
+        self.fail_at = fail_at
+        self.empty_select = empty_select
+
+    def select(self, ctx):
+        self.calls.append((ctx.step_id, ctx.inputs["rows"]["epoch"]))
+        return {"rows": {"type": "Dataset", "rows": 0 if self.empty_select else 3, "epoch": ctx.epoch}}
+
+    def train(self, ctx):
+        self.calls.append((ctx.step_id, ctx.inputs["model"]["name"], ctx.save_name))
+        if self.fail_at == ctx.step_id:
+            raise EngineError("boom")
+        return {"model": {"type": "Model", "name": f"trained@{ctx.epoch}"}, "metrics": {"type": "Metrics", "values": {}}}
+
+    def evaluate(self, ctx):
+        self.calls.append((ctx.step_id, ctx.inputs["model"]["name"]))
+        return {"metrics": {"type": "Metrics", "values": {"accuracy": 0.5 + 0.1 * (ctx.epoch or 0)}},
+                "rows": {"type": "Dataset", "rows": 1, "epoch": ctx.epoch}}
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECIPE_ENGINE_CACHE", str(tmp_path / "cache"))
+    f = Fakes()
+    monkeypatch.setitem(catalog.STEPS._entries, "select", lambda ctx: f.select(ctx))
+    monkeypatch.setitem(catalog.STEPS._entries, "train", lambda ctx: f.train(ctx))
+    monkeypatch.setitem(catalog.STEPS._entries, "evaluate", lambda ctx: f.evaluate(ctx))
+    monkeypatch.setitem(catalog.STEPS._entries, "merge", lambda ctx: {"model": {"type": "Model", "name": "merged:" + ctx.inputs["model"]["name"]}})
+    monkeypatch.setitem(catalog.STEPS._entries, "data", "engine.plan.steps.data:run")
+    monkeypatch.setitem(catalog.METHODS._entries, "sft", lambda: None)
+    monkeypatch.setattr(Executor, "_data_output", lambda self, name, plan: {"type": "Dataset", "rows": 1, "name": name, "epoch": None})
+    monkeypatch.setattr(Executor, "_recipe_model", lambda self, plan: {"type": "Model", "name": "base"})
+    return f
+
+
+def make_run(tmp_path, text, profiles=()):
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(text))
+    loaded = load_recipe(path, profiles=profiles)
+    plan = compile_recipe(validate(loaded, check_files=False))
+    run = RunDir.create(root=tmp_path / "runs", name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
+                        recipe_filename=str(path), resolved_yaml=dump_yaml(loaded.tree), plan=plan)
+    return run, plan
+
+
+def test_loop_baseline_carry_and_summary(fakes, tmp_path):
+    run, plan = make_run(tmp_path, LOOP)
+    Executor(run, plan, tmp_path).execute()
+    assert fakes.calls == [
+        ("epoch_0/judge", "base"),                       # baseline: select and train skipped, fallback to carry
+        ("epoch_1/select", 0), ("epoch_1/train", "base", "epoch_1"), ("epoch_1/judge", "trained@1"),
+        ("epoch_2/select", 1), ("epoch_2/train", "trained@1", "epoch_2"), ("epoch_2/judge", "trained@2"),
+    ]
+    state = json.loads((run.path / "state.json").read_text())
+    assert state["status"] == "done"
+    assert state["steps"]["epoch_0/train"]["status"] == "skipped"
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary == [{"Epoch": 0, "Acc": 0.5}, {"Epoch": 1, "Acc": 0.6}, {"Epoch": 2, "Acc": 0.7}]
+    assert "| Epoch | Acc |" in (run.path / "summary.md").read_text()
+
+
+def test_epoch_with_nothing_to_train_is_skipped(fakes, tmp_path):
+    fakes.empty_select = True
+    run, plan = make_run(tmp_path, LOOP)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    state = json.loads((run.path / "state.json").read_text())
+    assert state["steps"]["epoch_1/train"] == {**state["steps"]["epoch_1/train"], "status": "skipped", "reason": "no rows to train on"}
+    assert ("epoch_2/judge", "base") in fakes.calls  # the policy carried over unchanged
+
+
+def test_resume_after_failure_continues_at_the_failed_step(fakes, tmp_path):
+    fakes.fail_at = "epoch_2/train"
+    run, plan = make_run(tmp_path, LOOP)
+    with pytest.raises(EngineError, match="boom"):
+        Executor(run, plan, tmp_path, use_cache=False).execute()
+    done_before = [c[0] for c in fakes.calls]
+    fakes.fail_at, fakes.calls = None, []
+    Executor(RunDir.open(run.path), plan, tmp_path, use_cache=False).execute()
+    assert [c[0] for c in fakes.calls] == ["epoch_2/train", "epoch_2/judge"]
+    assert fakes.calls[0][1] == "trained@1"  # carried model restored from the finished epoch
+    assert "epoch_2/select" in done_before
+
+
+def test_cache_reuses_identical_steps_across_runs(fakes, tmp_path):
+    first, plan = make_run(tmp_path, LOOP)
+    Executor(first, plan, tmp_path).execute()
+    n = len(fakes.calls)
+    second, plan2 = make_run(tmp_path, LOOP)
+    Executor(second, plan2, tmp_path).execute()
+    assert len(fakes.calls) == n  # nothing recomputed
+    events = [json.loads(l) for l in (second.path / "events.jsonl").read_text().splitlines()]
+    assert sum(e["type"] == "step_reused" for e in events) == 7
+    third, plan3 = make_run(tmp_path, LOOP.replace("method: sft,", "method: sft, learning_rate: 1.0e-4,"))
+    fakes.calls = []
+    Executor(third, plan3, tmp_path).execute()
+    assert fakes.calls[0] == ("epoch_1/train", "base", "epoch_1")  # baseline judge reused; training recomputed
+
+
+PIPELINE = """\
+recipe: 1
+kind: pipeline
+name: fake-pipe
+model: {source: tiny}
+data: {sources: {train: {source: inline, rows: [{question: q}]}}}
+stages:
+  first:
+    kind: train
+    train: {method: sft, data: "${data.train}"}
+    outputs: {model: "${steps.train.model}"}
+  merge: {use: merge, model: "${stages.first.model}"}
+  check: {use: evaluate, model: "${stages.merge.model}", data: "${data.train}", scorer: judgment}
+"""
+
+
+def test_pipeline_stages_and_selection_with_reuse(fakes, tmp_path):
+    run, plan = make_run(tmp_path, PIPELINE)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    assert [c[0] for c in fakes.calls] == ["first/train", "check"]
+    assert fakes.calls[1][1] == "merged:trained@None"
+    fakes.calls = []
+    again, plan2 = make_run(tmp_path, PIPELINE)
+    Executor(again, plan2, tmp_path, use_cache=False, selection=StageSelection(only=("check",), reuse=run.path)).execute()
+    assert fakes.calls == [("check", "merged:trained@None")]
+    with pytest.raises(EngineError, match="no stage 'chek'; did you mean 'check'"):
+        StageSelection(only=("chek",)).check(plan)
+
+
+def test_not_executable_is_reported_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECIPE_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(catalog.STEPS._entries, "select", catalog.STEPS._entries["record"])
+    run, plan = make_run(tmp_path, LOOP)
+    if not catalog.STEPS.is_executable("record"):
+        with pytest.raises(EngineError, match="not yet executable in this version: step type 'select'"):
+            Executor(run, plan, tmp_path).execute()
+        assert json.loads((run.path / "state.json").read_text())["status"] == "failed"
