@@ -19,3 +19,6 @@ for _name, _help in {
 
 STEPS.register("train", "engine.plan.steps.train:run")
 STEPS.register("merge", "engine.plan.steps.merge:run")
+STEPS.register("select", "engine.plan.steps.select:run")
+STEPS.register("score", "engine.plan.steps.score:run")
+STEPS.register("label", "engine.plan.steps.label:run")
