@@ -63,7 +63,8 @@ def side_plain(work: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(inputs["model"], dtype="float32")
     args = SFTConfig(output_dir=str(work / "plain_out"), max_steps=inputs["steps"], per_device_train_batch_size=4,
                      learning_rate=1e-4, logging_steps=10, save_strategy="no", report_to="none", use_cpu=True,
-                     max_length=128, activation_checkpointing=False, seed=0, completion_only_loss=True)
+                     max_length=128, activation_checkpointing=False, seed=0, completion_only_loss=True,
+                     bf16=False, fp16=False)  # TRL defaults bf16 on; the engine trains fp32 on CPU
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok)
     start = time.time()
     out = trainer.train()
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch/OMP threads of both sides (1 is steadiest on a shared machine)")
     parser.add_argument("--side", choices=["plain", "engine"], help=argparse.SUPPRESS)
     parser.add_argument("work", nargs="?", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -136,12 +138,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
     inputs = make_inputs(work, a.rows, a.steps)
     (work / "inputs.json").write_text(json.dumps(inputs))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RECIPE_ENGINE_RUNS": str(work / "runs"),
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads), "RECIPE_ENGINE_RUNS": str(work / "runs"),
            "RECIPE_ENGINE_CACHE": str(work / "cache")}
     via_run = engine_via_recipe_run(work)
     me = str(Path(__file__).resolve())
     engine_argv = ([str(Path(sys.executable).parent / "recipe"), "run", inputs["recipe"]] if via_run
                    else [sys.executable, me, "--side", "engine", str(work)])
+    print(f"{a.steps} steps, {a.repeats} repeat(s) alternating plain/engine, {a.threads} thread(s); ratios use the best run of each")
     print(f"engine side: {'`recipe run`' if via_run else 'train step executor (recipe run cannot execute the data step yet)'}")
     rows = []
     for i in range(a.repeats):

@@ -15,6 +15,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def engine_cache(tmp_path_factory):
+    from engine.paths import cache_dir
+
+    # side environments built in the real cache (`recipe env create ...`) stay reachable through their override
+    for name, var in (("axolotl", "RECIPE_ENGINE_AXOLOTL_PYTHON"), ("vllm", "RECIPE_ENGINE_VLLM_PYTHON")):
+        python = cache_dir() / "envs" / name / "bin" / "python"
+        if var not in os.environ and python.is_file():
+            os.environ[var] = str(python)
     path = tmp_path_factory.mktemp("engine_cache")
     old = os.environ.get("RECIPE_ENGINE_CACHE")
     os.environ["RECIPE_ENGINE_CACHE"] = str(path)

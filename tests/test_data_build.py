@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli.main import cli
-from engine.data.build import MANIFEST, build_data, materialize
+from engine.data.build import MANIFEST, build_data
 from engine.data.peek import first_row
 from engine.data.record import COMMON_FIELDS
 from engine.data.sources import DataError
@@ -264,3 +264,52 @@ def test_every_row_of_every_fixture_is_the_same_through_arrow_and_plain_python(t
         rows = ((i, row) for i, (_, row) in enumerate(iter_file_rows(ref.path, "jsonl")))
         plain = [output_row(r) for r in run_rows(compile_pipeline(ref), rows)]
         assert plain == read(out[name].path), name
+
+
+def test_write_jsonl_round_trips_awkward_values(tmp_path):
+    from engine.data.encoding import rows_to_dataset, write_jsonl
+    from engine.data.transforms import output_row
+
+    rows = [
+        {"id": "q\"uote\\back\nnew\ttab\x01ctl", "question": "naïve café — 東京 \u2028", "answers": ["a\"b", "", "c\nd"],
+         "label": "1", "flag": True, "nested": {"k": [1, 2.5, None, "x"]}, "empty": []},
+        {"id": "2", "answers": [], "label": 1, "flag": None, "nested": "true", "empty": None},
+        {"id": "3", "answers": None, "label": None},
+    ]
+    ds = rows_to_dataset(rows)
+    n, sha = write_jsonl(ds.select([2, 0, 1]), tmp_path / "x.jsonl")
+    got = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()]
+    want = [output_row(r) for r in ds.select([2, 0, 1])]
+    assert n == 3 and got == want and len(sha) == 64
+    assert got[1]["label"] == "1" and got[2]["label"] == 1 and got[2]["nested"] == "true"   # strings stay strings
+    assert got[2]["answers"] == [] and "answers" not in got[0]
+    assert "東京" in (tmp_path / "x.jsonl").read_text(encoding="utf-8")                        # UTF-8 as is
+
+
+def test_data_fingerprints_without_loading(tmp_path):
+    from engine.data.build import data_fingerprints
+
+    v = make(tmp_path, {"gsm8k": fixture("gsm8k"), "hub": {"source": "hub", "path": "openai/gsm8k", "name": "main",
+                                                             "revision": "abc"},
+                        "inline": {"source": "inline", "rows": [{"question": "x"}]}})
+    fp = data_fingerprints(v)
+    assert fp["gsm8k"]["type"] == "file" and len(fp["gsm8k"]["sha256"]) == 64
+    assert fp["hub"] == {"type": "hub", "path": "openai/gsm8k", "name": "main", "split": "train", "revision": "abc"}
+    assert fp["inline"]["type"] == "inline" and fp["inline"]["rows"] == 1
+
+
+def test_validate_renders_templates_on_the_first_row(tmp_path):
+    from engine.recipe.errors import RecipeErrors
+    from engine.recipe.render_check import render_checks
+
+    def recipe(template: str) -> object:
+        doc = {"recipe": 1, "kind": "eval", "name": "t", "model": {"source": "hub", "path": "org/model"},
+               "data": {"sources": {"trivia": fixture("triviaqa")}},
+               "evaluate": {"use": "evaluate", "data": "${data.trivia}", "template": template, "scorer": "exact_match"}}
+        (tmp_path / "r.yaml").write_text(json.dumps(doc))
+        return validate(load_recipe(tmp_path / "r.yaml"))
+
+    assert any("renders on the first row of data.trivia" in n for n in render_checks(recipe("qa/closed_book")))
+    with pytest.raises(RecipeErrors) as err:
+        render_checks(recipe("qa/with_context"))     # closed-book rows have no context: caught at validate
+    assert "'context'" in str(err.value) and "data.trivia" in str(err.value)

@@ -101,15 +101,35 @@ def _side_env_python():
 
 @pytest.mark.axolotl
 @pytest.mark.slow
-@pytest.mark.parametrize("train", [SFT_LORA, {**GRPO, "rewards": [{"scorer": "exact_match"}], "reward_code": []}],
+@pytest.mark.parametrize("train", [SFT_LORA, {**GRPO, "rewards": [{"scorer": "exact_match"}], "learning_rate": 1e-3,
+                                             "reward_code": ["axolotl_test_rewards:length_reward"]}],
                          ids=["sft_lora", "grpo"])
 def test_axolotl_trains_in_side_env(tmp_path, tiny_qwen2_dir, train):
     if _side_env_python() is None:
         pytest.skip("the axolotl side environment is not built (recipe env create axolotl)")
     from engine.plan.steps.train import run
 
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
     ctx = train_context(tmp_path, train, local(tiny_qwen2_dir), QA_ROWS)
+    # an exact-match reward is 0 for every completion of a random model (no advantage, no update): add a varying
+    # one, importable in the side env from the step dir (its working directory)
+    (ctx.step_dir / "axolotl_test_rewards.py").write_text(
+        "def length_reward(completions, **kw):\n"
+        "    return [len(c[0]['content'] if isinstance(c, list) else c) / 10.0 for c in completions]\n")
     out = run(ctx)
     assert (ctx.step_dir / "axolotl.yaml").is_file()
-    assert out["metrics"]["values"]["global_step"] >= 2
-    assert Path(out["model"]["path"]).is_dir()
+    values = out["metrics"]["values"]
+    assert values["global_step"] >= 2 and math.isfinite(values["train_loss"])
+    final = Path(out["model"]["path"])
+    if train["adapter"]["type"] if "adapter" in train else False:
+        assert out["model"]["kind"] == "adapter"
+        weights = load_file(final / "adapter_model.safetensors")
+        assert any(k for k, v in weights.items() if "lora_B" in k and v.abs().max() > 0)  # B starts at zero
+    else:
+        before = load_file(Path(tiny_qwen2_dir) / "model.safetensors")
+        after = load_file(final / "model.safetensors")
+        assert max((after[k] - v).abs().max().item() for k, v in before.items() if k in after) > 0

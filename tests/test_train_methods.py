@@ -53,11 +53,15 @@ def test_sft_full_chat_completion_only(tmp_path, tiny_qwen2_dir):
     from engine.plan.steps.train import run
 
     before = state_dict(tiny_qwen2_dir)
-    ctx = train_context(tmp_path, {"method": "sft", "template": QA_TEMPLATE, **COMMON}, local(tiny_qwen2_dir), QA_ROWS,
-                        save="epoch_1")
+    ctx = train_context(tmp_path, {"method": "sft", "template": QA_TEMPLATE, **COMMON,
+                                   "checkpoints": {"every": "steps", "steps": 1, "name": "ckpt-{step}", "retain": 1}},
+                        local(tiny_qwen2_dir), QA_ROWS, save="epoch_1")
     out = run(ctx)
     check_outputs(ctx, out)
     assert out["model"]["path"].endswith("epoch_1")
+    final = Path(out["model"]["path"])
+    assert sorted(p.name for p in final.glob("ckpt-*")) == ["ckpt-2"]  # retain: 1 removed ckpt-1
+    assert [c["name"] for c in out["model"]["checkpoints"]] == ["ckpt-2"]
     assert changed(before, out["model"]["path"]) > 0
     args = json.loads((ctx.step_dir / "trl_args.json").read_text())
     assert args["completion_only_loss"] is True and args["use_cpu"] is True
@@ -136,13 +140,14 @@ def test_grpo_with_local_reward(tmp_path, tiny_qwen2_dir):
     before = state_dict(tiny_qwen2_dir)
     ctx = train_context(tmp_path, {"method": "grpo", "template": QA_TEMPLATE, "num_generations": 2, "max_completion_length": 8,
                                    "rewards": [{"scorer": "exact_match"}], **COMMON}, local(tiny_qwen2_dir), QA_ROWS)
-    ctx.step["params"]["rewards"] = []  # scorers are another module's; this test brings its own reward
-    ctx.resources["reward_funcs"] = [length_reward]
+    ctx.resources["reward_funcs"] = [length_reward]  # a reward given in code, beside the recipe's scorer reward
     out = run(ctx)
     check_outputs(ctx, out)
     assert changed(before, out["model"]["path"]) > 0
     log = (ctx.step_dir / "train_log.jsonl").read_text()
-    assert "rewards/length_reward" in log
+    assert "rewards/length_reward" in log and "rewards/reward_exact_match" in log
+    args = json.loads((ctx.step_dir / "trl_args.json").read_text())
+    assert args["reward_weights"] == [1.0] and args["num_generations"] == 2 and args["use_vllm"] is False
 
 
 @pytest.mark.slow

@@ -15,24 +15,6 @@ from engine.recipe.errors import RecipeErrors
 RECIPES = shipped_dir("recipes")
 
 
-def _train_steps(graph: dict, prefix: str = ""):
-    """(step id, plan entry) of every train step in a plan graph, through loops, pipelines and nested plans."""
-    if graph is None:
-        return
-    if graph.get("type") == "pipeline":
-        for name, stage in graph["stages"].items():
-            if stage["type"] == "step" and stage.get("use") == "train":
-                yield prefix + name, stage
-            elif stage["type"] == "inline":
-                yield from _train_steps(stage["graph"], f"{prefix}{name}/")
-            elif stage["type"] == "recipe":
-                yield from _train_steps(stage["plan"]["graph"], f"{prefix}{name}/")
-        return
-    for name, step in graph.get("steps", {}).items():
-        if step.get("use") == "train":
-            yield prefix + name, step
-
-
 def _variants():
     from engine.recipe.loader import load_recipe
 
@@ -51,7 +33,7 @@ def _variants():
 
 @pytest.mark.parametrize("name,profile", list(_variants()), ids=str)
 def test_every_shipped_train_step_renders_to_installed_trl_fields(name, profile, tmp_path):
-    from engine.backends.trl import config_class_of, config_field_names, render_args
+    from engine.backends.trl import config_class_of, config_field_names
     from engine.plan.compile import compile_recipe
     from engine.recipe.loader import load_recipe
     from engine.recipe.validate import validate
@@ -60,17 +42,17 @@ def test_every_shipped_train_step_renders_to_installed_trl_fields(name, profile,
         plan = compile_recipe(validate(load_recipe(RECIPES / f"{name}.yaml", profiles=[profile] if profile else [])))
     except RecipeErrors as exc:
         pytest.skip(f"does not validate here (checked by the recipe tests): {str(exc).splitlines()[0]}")
-    steps = list(_train_steps(plan["graph"]))
+    from engine.backends.render import render_plan, train_steps
+
+    steps = list(train_steps(plan["graph"]))
     if not steps:
         pytest.skip("no train step")
+    rendered = render_plan(plan, tmp_path)
     for step_id, step in steps:
         params = step["params"]
         if params.get("backend") == "axolotl":
-            from engine.backends.axolotl import render_config
-
-            render_config(step, tmp_path, model_path="MODEL", data_path="DATA.jsonl")
             continue
-        args = render_args(step, tmp_path, seed=plan["seed"], gpus=plan["launch"]["gpus"], tracking=plan["tracking"])
+        args = rendered[step_id]["config"]
         cls = config_class_of(params["method"])
         unknown = set(args) - config_field_names(cls)
         assert not unknown, f"{name} {profile} {step_id}: {sorted(unknown)} are not {cls.__name__} fields"
@@ -151,3 +133,17 @@ def test_cobench_llm_router_smoke(tmp_path, engine_cache):
     assert args["per_device_train_batch_size"] == 2 and args["gradient_accumulation_steps"] == 2
     assert out["metrics"]["values"]["global_step"] == 4  # 16 rows / global batch 4
     assert 'router_type: "llm"' in (ctx.step_dir / "router_config.yaml").read_text()
+
+
+def test_tracking_environment_and_missing_tracker(tmp_path, monkeypatch):
+    from engine.backends import trl
+
+    env = trl.tracking_env({"backends": ["tensorboard", "wandb", "mlflow"], "project": "p", "mode": "offline"},
+                           tmp_path / "step", tmp_path, "train")
+    assert env["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "step" / "tensorboard")
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_PROJECT"] == "p" and env["MLFLOW_EXPERIMENT_NAME"] == "p"
+    assert env["MLFLOW_TRACKING_URI"].startswith("file:")
+    monkeypatch.setattr(trl, "TRACKERS", {"tensorboard": ("surely_not_installed_tb",)})
+    assert trl.available_trackers(["tensorboard", "none"]) == ([], ["tensorboard"])
+    args = trl.render_args({"params": {"method": "sft"}, "launch": {}}, tmp_path, tracking={"backends": ["tensorboard"]})
+    assert args["report_to"] == "none"

@@ -237,8 +237,10 @@ def run_step(ctx, prepared: dict) -> dict:
     if (ctx.step.get("launch") or {}).get("deepspeed_config"):
         (ctx.step_dir / "ds_config.json").write_text(json.dumps(ctx.step["launch"]["deepspeed_config"], indent=2))
     config_path = ctx.step_dir / "axolotl.yaml"
+    yaml = YAML()
+    yaml.version = (1, 1)  # Axolotl reads with PyYAML (YAML 1.1): quote `no`, `yes`, `on`... so they stay strings
     with open(config_path, "w", encoding="utf-8") as f:
-        YAML().dump(cfg, f)
+        yaml.dump(cfg, f)
     if params["method"] == "grpo":
         (ctx.step_dir / f"{REWARDS_MODULE}.py").write_text(rewards_module(ctx.step_dir), encoding="utf-8")
     env = _side_env({"TENSORBOARD_LOGGING_DIR": str(ctx.step_dir / "tensorboard")})
@@ -297,11 +299,14 @@ def collect_result(ctx, cfg: dict, log: Path, *, adapter: bool, final_dir: Path)
     out_dir.rename(final_dir)
     records = parse_logs(log.read_text(encoding="utf-8", errors="replace"))
     metrics: dict[str, Any] = {}
-    steps = 0
-    for i, record in enumerate(records, 1):
+    logged = 0
+    for record in records:
         append_jsonl(ctx.step_dir / "train_log.jsonl", record)
         ctx.emit("train_log", **record)
         metrics.update(record)
-        steps = i if "loss" in record else steps
+        logged += "loss" in record
+    steps = logged * int(cfg.get("logging_steps") or 1)  # a loss record every logging_steps optimizer steps
+    if cfg.get("max_steps"):
+        steps = min(steps, int(cfg["max_steps"]))
     return {"kind": "adapter" if adapter else "base", "path": str(final_dir), "metrics": metrics,
-            "global_step": int(cfg.get("max_steps") or steps), "backend": "axolotl"}
+            "global_step": steps, "backend": "axolotl"}

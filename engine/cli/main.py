@@ -73,11 +73,10 @@ def run_recipe() -> None:
 
 
 def _register() -> None:
-    from engine.cli import recipe_cmds, run_cmds  # noqa: F401  (commands attach themselves)
-    try:
-        from engine.cli import data_cmds  # noqa: F401
-    except ImportError:
-        pass
+    from engine.cli import data_cmds, recipe_cmds, run_cmds, serve_cmd  # noqa: F401  (commands attach themselves)
+    from engine.envs.commands import attach
+
+    attach(cli)
 
 
 _register()

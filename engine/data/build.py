@@ -21,7 +21,6 @@ without None values.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -136,7 +135,8 @@ def _quiet_datasets() -> None:
 def load_source(ref: SourceRef, *, recipe_seed: int, base_dir: Optional[Path]) -> tuple[Any, dict]:
     """One source through its pipeline: (Dataset of records, its info for info.json)."""
     from engine.data.sources import fingerprint, inline_rows, load_raw
-    from engine.data.transforms import compile_pipeline, rows_to_dataset, run_dataset, run_rows
+    from engine.data.encoding import rows_to_dataset
+    from engine.data.transforms import compile_pipeline, run_dataset, run_rows
     from engine.data.fingerprints import short_hash
 
     import datasets
@@ -164,8 +164,10 @@ def load_source(ref: SourceRef, *, recipe_seed: int, base_dir: Optional[Path]) -
 
 
 def _domains(ds: Any) -> Any:
+    from engine.data.encoding import column
+
     counts: dict[str, int] = {}
-    for d in ds["domain"]:
+    for d in column(ds, "domain"):
         counts[d or "none"] = counts.get(d or "none", 0) + 1
     return next(iter(counts)) if len(counts) == 1 else counts
 
@@ -248,6 +250,9 @@ def materialize(validated: Any, *, names: Optional[list[str]] = None, block: Any
         step(f"mix {name}")
         mix = block.mix[name]
         pools = {s: parts[s][mix.from_] for s in parts} if mix.from_ else {s: loaded[s] for s in block.sources}
+        if block.split and not mix.from_:
+            warnings.append(f"mix '{name}' draws from the unsplit sources, so it can share rows with the split's "
+                            f"outputs; set `from: {next(iter(block.split.ratios))}` to mix one split")
         domains = {s: info["sources"][s]["domain"] if isinstance(info["sources"][s]["domain"], str) else None
                    for s in pools}
         out[name], mixes[name], mix_warnings = build_mix(pools, mix, name, domains)
@@ -260,30 +265,6 @@ def materialize(validated: Any, *, names: Optional[list[str]] = None, block: Any
 
 
 # ------------------------------------------------------------------------------------------ writing
-
-
-def write_jsonl(ds: Any, path: Path) -> tuple[int, str]:
-    """Write a Dataset of records as JSON Lines (None values left out); returns (rows, sha256)."""
-    from engine.data.transforms import output_row
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    rows = 0
-    dumps = json.dumps
-    with open(path, "wb") as f:
-        for batch in ds.iter(batch_size=2000):
-            names = list(batch)
-            lines = [dumps(output_row(dict(zip(names, values))), ensure_ascii=False)
-                     for values in zip(*(batch[k] for k in names))]
-            if not lines:
-                continue
-            data = ("\n".join(lines) + "\n").encode("utf-8")
-            f.write(data)
-            digest.update(data)
-            rows += len(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    return rows, digest.hexdigest()
 
 
 def _check_target(out_dir: Path) -> None:
@@ -307,7 +288,8 @@ def build_data(validated: Any, out_dir: Path | str, *, names: Optional[list[str]
                block_path: tuple = ("data",), progress: Optional[Progress] = None) -> DataOutputs:
     """Materialise the data block (or the `names` outputs) into `out_dir`; see the module docstring."""
     from engine import __version__
-    from engine.runs.atomic import dump_json
+    from engine.data.encoding import write_jsonl
+    from engine.runs.atomic import atomic_write_json
 
     out_dir = Path(out_dir).absolute()
     _check_target(out_dir)
@@ -327,16 +309,14 @@ def build_data(validated: Any, out_dir: Path | str, *, names: Optional[list[str]
             for split, members in m.split_outputs.items():
                 index = _split_index(split, members, outputs, info)
                 if index["files"]:
-                    (tmp / split).mkdir(parents=True, exist_ok=True)
-                    (tmp / split / f"{split}_index.json").write_text(dump_json(index), encoding="utf-8")
+                    atomic_write_json(tmp / split / f"{split}_index.json", index)
         info_dirs = sorted({str(Path(rel).parent) for rel in m.mix_files.values()}) or (["."] if "split" in info else [])
         for d in info_dirs:
-            (tmp / d).mkdir(parents=True, exist_ok=True)
-            (tmp / d / "info.json").write_text(dump_json({"engine": __version__, **info}), encoding="utf-8")
+            atomic_write_json(tmp / d / "info.json", {"engine": __version__, **info})
         manifest = {"engine": __version__, "outputs": {n: {"file": m.files[n], "rows": o.rows, "sha256": o.sha256}
                                                        for n, o in outputs.items()},
                     "sources": {n: s["fingerprint"] for n, s in info["sources"].items()}, "warnings": m.warnings}
-        (tmp / MANIFEST).write_text(dump_json(manifest), encoding="utf-8")
+        atomic_write_json(tmp / MANIFEST, manifest)
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -357,6 +337,22 @@ def _split_index(split: str, members: list[str], outputs: dict[str, DataOutput],
            "rows": sum(f["rows"] for f in files.values()), "files": files}
     if split in outputs:
         out["all"] = {"file": Path(outputs[split].path).name, "rows": outputs[split].rows}
+    return out
+
+
+def data_fingerprints(validated: Any, *, block: Any = None, block_path: tuple = ("data",)) -> dict[str, dict]:
+    """Source name -> fingerprint of its input, without loading any data (for the run lock): sha256 of local files
+    and package files (cached by inode/size/mtime), a hash of inline rows, and the hub path/name/split/revision.
+    `build_data` records the same plus the hub dataset's fingerprint and commit in info.json."""
+    from engine.data.sources import fingerprint, resolve
+
+    block = block if block is not None else validated.recipe.data
+    if block is None:
+        return {}
+    out = {}
+    for name, model in block.sources.items():
+        ref = resolve(name, model, validated.loaded.location, block_path + ("sources",))
+        out[name] = fingerprint(ref)
     return out
 
 

@@ -76,8 +76,9 @@ def plan_mix(units: list[Unit], mix: Any, name: str) -> tuple[list[UnitPlan], li
     by_domain: dict[str, list[Unit]] = {}
     for u in units:
         if u.domain not in mix.domains:
+            hint = " (its rows have no domain: set `domain:` on the source)" if u.domain == "none" else ""
             warnings.append(f"mix '{name}': {u.available} rows of source '{u.source}' (domain '{u.domain}') are not "
-                            f"mixed: domain '{u.domain}' is not in `domains`")
+                            f"mixed: domain '{u.domain}' is not in `domains`{hint}")
             continue
         if isinstance(mix.within, dict) and not mix.within.get(u.source):
             warnings.append(f"mix '{name}': source '{u.source}' is not drawn (not weighted in `within`)")
@@ -156,11 +157,13 @@ def build_mix(pools: dict[str, Any], mix: Any, name: str, domains: Optional[dict
     import numpy as np
     from datasets import concatenate_datasets
 
+    from engine.data.encoding import column
+
     units: list[Unit] = []
     positions: dict[tuple[str, str], Any] = {}
     for source, ds in pools.items():
         by_domain: dict[str, list[int]] = {}
-        for i, d in enumerate(ds["domain"]):
+        for i, d in enumerate(column(ds, "domain")):
             by_domain.setdefault(d or "none", []).append(i)
         if not by_domain:
             units.append(Unit(source, (domains or {}).get(source) or "none", 0))

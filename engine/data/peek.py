@@ -5,7 +5,7 @@ runs the source's adapter and row-local transforms (rename, map, filter, tag) on
 returns it as written to JSONL (None values left out). For a split or mix output it is the first row of the first
 source that feeds it. It returns None where that needs more than a cheap read: hub, parquet and saved-dataset
 sources, sources with a `function` transform (validate does not run user code), and missing files. Malformed data
-is a `DataError` with file:line.
+is a `DataError` with file:line. CSV values are read as text here (the build lets pandas infer numbers).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def resolve(name: str, model: Any, locate: Callable[[tuple], Optional[Location]]
     ref = SourceRef(name=name, model=model, location=locate(block_path + (name,)))
     if isinstance(model, FileSource):
         text = model.path
-        ref.path = shipped_dir("data") / text[4:] if text.startswith("pkg:") else resolve_local(text, locate(path_key))
+        ref.path = shipped_dir("recipes") / text[4:] if text.startswith("pkg:") else resolve_local(text, locate(path_key))
         ref.fmt = model.source
     elif isinstance(model, DiskSource):
         ref.path = resolve_local(model.path, locate(path_key))
@@ -163,8 +163,6 @@ def iter_file_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict]]:
             except DataError:
                 pass
             raise DataError(f"{display(path)}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-            data = next(iter(data.values()))  # {"data": [...]}
         if not isinstance(data, list):
             raise DataError(f"{display(path)}: expected a JSON list of objects, got {type(data).__name__}")
         for i, row in enumerate(data):

@@ -19,6 +19,7 @@ import json
 from typing import Any, Optional
 
 from engine.data.sources import DataError
+from engine.data.encoding import arrow_batches, column
 
 INPUT_FIELDS = ("question", "context", "prompt")
 
@@ -79,8 +80,8 @@ def split_dataset(ds: Any, ratios: dict[str, float], seed: int, group_by: str, s
         hint = did_you_mean(group_by, present)
         raise DataError(f"split: source '{source}' has no field '{group_by}' to group by (fields: "
                         f"{', '.join(present)})" + (f"; {hint}" if hint else ""))
-    fallback = list(ds["id"]) if group_by != "id" else None
-    positions = split_positions(list(ds[group_by]), ratios, seed, fallback)
+    fallback = column(ds, "id") if group_by != "id" else None
+    positions = split_positions(column(ds, group_by), ratios, seed, fallback)
     return {name: ds.select(pos) for name, pos in positions.items()}
 
 
@@ -98,7 +99,7 @@ def check_leakage(parts: dict[str, dict[str, Any]], group_by: str) -> None:
     for source, splits in parts.items():
         owner: dict[str, str] = {}
         for split, ds in splits.items():
-            for value in list(ds[group_by]):
+            for value in column(ds, group_by):
                 if value is None or value == "" or value == []:
                     continue  # a group of its own (see split_positions)
                 key = group_key(value)
@@ -110,7 +111,8 @@ def check_leakage(parts: dict[str, dict[str, Any]], group_by: str) -> None:
     for source, splits in parts.items():
         for split, ds in splits.items():
             cols = [c for c in (*INPUT_FIELDS, "id") if c in ds.column_names]
-            for batch in ds.select_columns(cols).iter(batch_size=5000):
+            for table in arrow_batches(ds, 20000, cols):
+                batch = {c: table.column(c).to_pylist() for c in cols}
                 for values in zip(*(batch[c] for c in cols)):
                     row = dict(zip(cols, values))
                     digest = _input_digest(row)

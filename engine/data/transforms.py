@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from engine.data.adapters import COMMON_ORDER, TEXT_FIELDS, MissingField, content_id
+from engine.data.encoding import compact_json, column, is_json_field, record_features, record_keys
 from engine.data.sources import DataError, SourceRef, locator
 from engine.recipe.errors import did_you_mean
 from engine.recipe.models.data import (DedupeTransform, FilterTransform, FunctionTransform, LimitTransform,
@@ -55,8 +56,9 @@ def _short(value: Any) -> str:
 def coerce(row: dict) -> dict:
     """Common fields in their types: text fields str (numbers become text), `answers` a list of str."""
     for name in TEXT_FIELDS:
-        if name in row:
-            row[name] = _text(name, row[name])
+        value = row.get(name)
+        if value is not None and type(value) is not str:
+            row[name] = _text(name, value)
     answers = row.get("answers")
     if answers is not None and not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
         if isinstance(answers, (str, int, float)):
@@ -80,46 +82,6 @@ def ordered(row: dict) -> dict:
 def output_row(row: dict) -> dict:
     """A record as written to JSONL and returned by peek: fields whose value is None are left out."""
     return {k: v for k, v in row.items() if v is not None}
-
-
-def record_features(keys: Iterable[str]) -> Any:
-    """`datasets.Features` of records with these fields: common text fields are strings, `answers` a list of
-    strings, everything else (tests, label, meta, extras) JSON, so sources with different extras concatenate."""
-    from datasets import Features, Json, List, Value
-
-    def feature(key: str) -> Any:
-        if key in TEXT_FIELDS:
-            return Value("string")
-        if key == "answers":
-            return List(Value("string"))
-        return Json()  # values are encoded with `to_json` first
-
-    return Features({k: feature(k) for k in keys})
-
-
-def is_json_field(key: str) -> bool:
-    return key not in TEXT_FIELDS and key != "answers"
-
-
-def to_json(value: Any) -> Optional[str]:
-    """A value for a `Json` column, encoded here: `datasets` would store a str that parses as JSON (`"1"`,
-    `"true"`) as that JSON and give back 1 / True."""
-    return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-def record_keys(rows: Iterable[dict]) -> list[str]:
-    keys = dict.fromkeys(COMMON_ORDER)
-    for row in rows:
-        keys.update(dict.fromkeys(row))
-    return list(keys)
-
-
-def rows_to_dataset(rows: list[dict]) -> Any:
-    from datasets import Dataset
-
-    keys = record_keys(rows)
-    columns = {k: [to_json(r.get(k)) for r in rows] if is_json_field(k) else [r.get(k) for r in rows] for k in keys}
-    return Dataset.from_dict(columns, features=record_features(keys))
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -349,7 +311,7 @@ def compile_pipeline(ref: SourceRef, *, recipe_seed: int = 0, base_dir: Optional
             rec["dataset"] = dataset_name
         rec["domain"] = m.domain or rec.get("domain") or default_domain
         rec["meta"] = {**meta, "index": index}
-        return ordered(rec)
+        return rec
 
     steps: list = []
     has_function = False
@@ -411,7 +373,7 @@ def run_rows(p: Pipeline, rows: Iterable[tuple[int, dict]], *, row_local_only: b
     """Run the pipeline over (index, raw row) pairs in plain Python; yields records (with None-valued fields).
 
     With `row_local_only`, dedupe / limit / sample are skipped (peek: the first row after the row-local steps)."""
-    it: Iterator[dict] = (r for r in (p.apply_head(raw, i) for i, raw in rows) if r is not None)
+    it: Iterator[dict] = (ordered(r) for r in (p.apply_head(raw, i) for i, raw in rows) if r is not None)
     for step in p.steps:
         if isinstance(step, RowStep):
             it = _row_step(it, step, p)
@@ -492,12 +454,17 @@ def _discover(ds: Any, fn: Callable[[dict, int], Optional[dict]], indexed: bool)
 
 def map_records(ds: Any, fn: Callable[[dict, int], Optional[dict]], *, fingerprint: str, label: str) -> Any:
     """`Dataset.map` of a row function (row, index) -> record | None, batched, into records with fixed features."""
+    import pyarrow as pa
+
     keys = _discover(ds, fn, True)
     keyset = frozenset(keys)
     encoded = [(k, is_json_field(k)) for k in keys]
+    features = record_features(keys)
+    schema = features.arrow_schema
+    types = [schema.field(k).type for k in keys]
 
-    def batch_fn(batch: dict, indices: list[int]) -> dict:
-        out: dict[str, list] = {k: [] for k in keys}
+    def batch_fn(batch: dict, indices: list[int]) -> Any:
+        recs = []
         for i, row in zip(indices, _batch_rows(batch)):
             rec = fn(row, i)
             if rec is None:
@@ -506,12 +473,18 @@ def map_records(ds: Any, fn: Callable[[dict, int], Optional[dict]], *, fingerpri
                 new = sorted(set(rec) - keyset)
                 raise DataError(f"{label}: row {i} has field(s) {', '.join(new)} that earlier rows did not have; "
                                 "every row of a source must have the same fields")
-            for k, as_json in encoded:
-                out[k].append(to_json(rec.get(k)) if as_json else rec.get(k))
-        return out
+            recs.append(rec)
+        arrays = []
+        for (k, as_json), t in zip(encoded, types):
+            values = [r.get(k) for r in recs]
+            if as_json:
+                values = [None if v is None else compact_json(v) for v in values]
+            arrays.append(pa.array(values, type=t))
+        # an Arrow table with the final types: datasets then skips its own Python -> Arrow inference
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     return ds.map(batch_fn, batched=True, batch_size=BATCH, with_indices=True, remove_columns=ds.column_names,
-                  features=record_features(keys), keep_in_memory=True, load_from_cache_file=False,
+                  features=features, keep_in_memory=True, load_from_cache_file=False,
                   new_fingerprint=fingerprint, desc=label)
 
 
@@ -535,7 +508,7 @@ def run_dataset(p: Pipeline, ds: Any, *, fingerprint: str) -> Any:
         elif isinstance(step, Limit):
             ds = ds.select(range(min(step.n, len(ds))))
         elif isinstance(step, Sample):
-            ds = ds.select(sample_indices(ds["id"], step.n, step.seed))
+            ds = ds.select(sample_indices(column(ds, "id"), step.n, step.seed))
     return ds
 
 
@@ -547,10 +520,10 @@ def _dedupe_indices(ds: Any, step: Dedupe, p: Pipeline) -> list[int]:
     missing = [f for f in step.fields if f not in ds.column_names]
     if missing:
         raise p.fail(DataError(f"{step.label}: no field '{missing[0]}' (fields: {', '.join(ds.column_names)})"), None)
-    columns = ds.select_columns(step.fields).to_dict()
+    columns = [column(ds, f) for f in step.fields]
     seen: set = set()
     keep = []
-    for i, values in enumerate(zip(*(columns[f] for f in step.fields))):
+    for i, values in enumerate(zip(*columns)):
         key = _hashable(values)
         if key not in seen:
             seen.add(key)

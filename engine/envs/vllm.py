@@ -58,14 +58,20 @@ def locate() -> Path:
 
 
 def create_commands(directory: Path, python: str = sys.executable) -> list[list[str]]:
-    """The commands that build the env: a venv, vLLM, then the CUDA-only extras it drags in removed."""
+    """The commands that build the env: a venv, vLLM, the CUDA-only extras it drags in removed, then recipe-engine
+    (without dependencies: vLLM's torch/transformers stay) and the engine's small pure-Python dependencies."""
+    from engine.envs.axolotl import engine_source
+
     env_python = str(python_path(directory))
     pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check"]
+    source = engine_source()
     return [
         [python, "-m", "venv", str(directory)],
         pip + ["--upgrade", "pip"],
         pip + [os.environ.get(PACKAGE_VAR, VLLM_PACKAGE)],
         [env_python, "-m", "pip", "uninstall", "-y", *BROKEN_EXTRAS],
+        pip + ["--no-deps", *([source[:2], source[2:]] if source.startswith("-e") else [source])],
+        pip + ["pydantic>=2.7", "click>=8.1", "jinja2>=3.1", "ruamel.yaml>=0.18", "rich>=13.7", "httpx>=0.27"],
     ]
 
 

@@ -70,7 +70,8 @@ def build_trainer(job: TrainJob):
         seconds = [b for _, b in texts] if len(fields) == 2 else None
         enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
         enc = {k: list(v) for k, v in enc.items()}
-        enc["labels"] = [mapping[r[label_field] if not isinstance(r[label_field], str) else r[label_field]] for r in batch_rows]
+        enc["labels"] = [mapping[r[label_field]] if r[label_field] in mapping else mapping[str(r[label_field])]
+                         for r in batch_rows]
         return Dataset.from_dict(enc)
 
     extra = {}

@@ -14,6 +14,7 @@ Generation: transformers in-process, or vLLM (`generator: vllm`, colocated) wher
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Callable
 
 from engine.methods.examples import load_step_template, prompt_example

@@ -33,6 +33,9 @@ def build_trainer(job: TrainJob, trainer_class=None):
     tokenizer = load_tokenizer(job.model)
     train, evaluation = datasets_for(job, tokenizer)
     model, peft = model_for_training(job)
+    args = dict(job.args)
+    if "prompt" not in train.column_names:  # whole `messages` rows: no prompt/completion split to mask by
+        args["completion_only_loss"] = None
     cls = trainer_class or SFTTrainer
-    return cls(model=model, args=SFTConfig(**job.args), train_dataset=train, eval_dataset=evaluation,
+    return cls(model=model, args=SFTConfig(**args), train_dataset=train, eval_dataset=evaluation,
                processing_class=tokenizer, peft_config=peft)

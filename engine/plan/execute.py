@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from engine import catalog
+from engine.data.fingerprints import short_hash
 from engine.plan.cache import lookup, step_key, store
 from engine.plan.context import StepContext
 from engine.plan.resolve import Frame, Missing, resolve_or_fail, resolve_value
@@ -96,29 +97,34 @@ class Executor:
         self.run, self.plan, self.recipe_dir, self.use_cache = run, plan, recipe_dir, use_cache
         self.selection = selection or StageSelection()
         self.resources: dict[str, Any] = {}
-        self._data: dict[str, dict] = {}
-        self._model: Optional[dict] = None
+        self._data: dict[str, dict[str, dict]] = {}
+        self._models: dict[str, dict] = {}
 
     # --- inputs resolved on demand -------------------------------------------------------------------
 
     def _data_output(self, name: str, plan: dict) -> dict:
-        if name not in self._data:
+        """A `data.*` output of this plan (a file stage's sub-plan has its own data), built on first use."""
+        if not plan.get("data"):
+            raise Missing(f"data.{name}")
+        key = short_hash(plan["data"])
+        if key not in self._data:
             from engine.plan.steps.data import build_outputs  # the `data` step type owns materialization
 
-            built = build_outputs(plan["data"], recipe_dir=self.recipe_dir, out_dir=self.run.path / "data", seed=plan["seed"])
-            self._data.update(built)
-        if name not in self._data:
+            self._data[key] = build_outputs(plan["data"], recipe_dir=self.recipe_dir, out_dir=self.run.path / "data",
+                                            seed=plan["seed"], plan=plan)
+        if name not in self._data[key]:
             raise Missing(f"data.{name}")
-        return self._data[name]
+        return self._data[key][name]
 
     def _recipe_model(self, plan: dict) -> dict:
-        if self._model is None:
-            source = plan["model"]
-            if source is None:
-                raise Missing("model")
-            resolve = catalog.MODEL_SOURCES.get(source["source"])
-            self._model = resolve(source, self.recipe_dir)
-        return self._model
+        """The plan's `${model}`, resolved (downloaded, converted, built) once per run."""
+        source = plan.get("model")
+        if source is None:
+            raise Missing("model")
+        key = short_hash(source)
+        if key not in self._models:
+            self._models[key] = catalog.MODEL_SOURCES.get(source["source"])(source, self.recipe_dir)
+        return self._models[key]
 
     def _frame(self, plan: dict, **kw: Any) -> Frame:
         return Frame(data=lambda n: self._data_output(n, plan), model=lambda: self._recipe_model(plan),

@@ -40,15 +40,17 @@ def parse_reference(reference: str) -> list:
     return parsed or _parse(reference)
 
 
-def equivalent(reference: str, reply: str) -> bool:
-    """True when the reply's answer is mathematically equivalent to the reference answer."""
+def _verify(gold: list, answer: list) -> bool:
     from math_verify import verify
 
-    gold, answer = parse_reference(reference), _parse(reply)
-    if not gold or not answer:
-        return False
     kwargs = {} if threading.current_thread() is threading.main_thread() else {"timeout_seconds": None}
     return bool(verify(gold, answer, **kwargs))
+
+
+def equivalent(reference: str, reply: str) -> bool:
+    """True when the reply's answer is mathematically equivalent to the reference answer."""
+    gold, answer = parse_reference(reference), _parse(reply)
+    return bool(gold and answer) and _verify(gold, answer)
 
 
 class MathVerify:
@@ -74,10 +76,7 @@ class MathVerify:
             answer = _parse(prediction)
             if not answer:
                 return sample_result(0.0, extracted=None)
-            from math_verify import verify
-
-            kwargs = {} if threading.current_thread() is threading.main_thread() else {"timeout_seconds": None}
-            ok = bool(verify(gold, answer, **kwargs))
+            ok = _verify(gold, answer)
         except Exception as err:  # noqa: BLE001 - math-verify raising on odd input is one failed sample
             return failed_sample(f"math-verify failed: {type(err).__name__}: {err}")
         return sample_result(1.0 if ok else 0.0, extracted=str(answer[-1]) if answer else None)

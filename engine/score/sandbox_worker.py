@@ -92,6 +92,8 @@ def _unshare_network(is_root):
 
 
 def setup(config):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # no threads may start (RLIMIT_NPROC 0); OpenBLAS raises SIGINT otherwise
     for name in PRELOAD:
         __import__(name)
     is_root = os.geteuid() == 0
@@ -392,6 +394,10 @@ def main():
             result = {"status": "error", "reason": f"sandbox worker error: {type(exc).__name__}: {exc}", "seconds": 0}
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
+    try:  # end of input (the engine closed the pool or died): the last worker out removes the empty scratch dir
+        os.rmdir(state["scratch"])
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

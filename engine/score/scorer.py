@@ -26,8 +26,6 @@ from engine.recipe.errors import EngineError, choose_from
 ScorerChoice = Union[str, Sequence[str], Mapping[str, Union[str, Sequence[str]]]]
 Predictions = Sequence[Union[Sequence[Union[str, None]], str, None]]
 
-_ROW_KEYS = ("score", "correct", "accuracy", "n", "n_scored", "n_correct", "failed", "samples")
-
 
 class Scorer(Protocol):
     """What every scorer implements: batched scoring of rows, each with one or more sampled predictions."""

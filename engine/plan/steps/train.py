@@ -110,8 +110,13 @@ def launch(ctx: StepContext, prepared: dict) -> dict:
         from engine.backends.train_entry import run as run_here
 
         atomic_write_json(ctx.step_dir / "launch.json", {"launcher": "python", "in_process": True, "env": env})
-        with _environ({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}):
-            return run_here(ctx.step_dir, reward_funcs=ctx.resources.get("reward_funcs"))
+        try:
+            with _environ({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}):
+                return run_here(ctx.step_dir, reward_funcs=ctx.resources.get("reward_funcs"))
+        finally:
+            import gc
+
+            gc.collect()  # the trainer and its model are garbage now: free them before the next step
     argv = command(step_launch.get("argv") or [], ctx.step_dir)
     full_env = {**os.environ, **env}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[3]), os.environ.get("PYTHONPATH")]))
