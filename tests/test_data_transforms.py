@@ -126,6 +126,12 @@ def test_row_and_dataset_executors_agree(tmp_path):
     assert by_rows == by_dataset
 
 
+def test_transforms_see_absent_common_fields_as_none(tmp_path):
+    rows = build(tmp_path, gsm8k(transforms=[{"filter": "context is none and solution is not none"},
+                                             {"map": {"context": "'worked: ' ~ solution[:10]"}}]))
+    assert len(rows) == 36 and rows[0]["context"].startswith("worked: ")
+
+
 def test_tag_transform_adds_topics_and_grade(tmp_path):
     rows = build(tmp_path, {"source": "jsonl", "path": str(FIXTURES / "tutoring.jsonl"), "adapter": "tutoring",
                             "transforms": [{"tag": "taxonomy"}]})
@@ -145,6 +151,9 @@ def test_function_transform_from_the_recipe_directory(tmp_path):
     assert len(rows) == 20 and rows[0]["question"] == "Q0"
     with pytest.raises(DataError, match="returned str; a transform function returns the row"):
         build(tmp_path, {"source": "inline", "rows": ROWS, "transforms": [{"function": "my_rows:broken"}]})
+    (tmp_path / "my_sets.py").write_text("def tag(row):\n    row['tags'] = {'a', 'b'}\n    return row\n")
+    with pytest.raises(DataError, match="source 's': field 'tags': a value of type set cannot be stored"):
+        build(tmp_path, {"source": "jsonl", "path": str(FIXTURES / "gsm8k.jsonl"), "transforms": [{"function": "my_sets:tag"}]})
     with pytest.raises(DataError, match="module 'nowhere' not found"):
         build(tmp_path, {"source": "inline", "rows": ROWS, "transforms": [{"function": "nowhere:f"}]})
 

@@ -55,7 +55,7 @@ def endpoint(server, **extra):
 def test_retries_then_success_and_failures_recorded_in_order(server):
     gen = endpoint(server)
     keys = ["ok", "flaky429", "flaky500", "slow", "drop", "garbage", "bad400", "nochoices", "ok2"]
-    results = gen.generate([R(id=k, prompt=chat(k), n=2) for k in keys])
+    results = gen.generate([R(id=k, prompt=chat(k), n=2, temperature=1.0) for k in keys])
     assert [r.id for r in results] == keys  # nothing dropped, input order kept
     by = {r.id: r for r in results}
     for k in ("ok", "flaky429", "flaky500", "slow", "drop", "ok2"):
@@ -77,6 +77,11 @@ def test_server_down_fails_every_request_with_a_reason():
     results = gen.generate([R(id=str(i), prompt=chat("x")) for i in range(3)])
     assert len(results) == 3 and all("connection error" in r.error for r in results)
     assert gen.counts.failed == 3
+
+
+def test_greedy_n_is_one_call_repeated(server):
+    result = endpoint(server).generate([R(id="a", prompt=chat("one-at-a-time"), n=3)])[0]
+    assert result.texts == ["sample 1"] * 3 and server.attempts["one-at-a-time"] == 1
 
 
 def test_fewer_choices_than_n_are_asked_again(server):
@@ -138,8 +143,8 @@ def test_custom_api_mapping_seed_002(server):
                                          "response_field": "data.response"}},
                             backoff=0.01, progress=False)
     messages = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "What is 2+3?"}]
-    results = gen.generate([R(id="a", prompt=messages, n=2), R(id="b", prompt=chat("fail"))])
-    assert results[0].texts == ["reply to What is 2+3?"] * 2
+    results = gen.generate([R(id="a", prompt=messages, n=2, temperature=0.7), R(id="b", prompt=chat("fail"))])
+    assert results[0].texts == ["reply to What is 2+3?"] * 2 and len(seen) == 2 + 2  # one call per sample
     assert results[1].error.startswith("HTTP 503")
     path, body = seen[0]
     assert path == "/chat" and body["model"] == "qwen3:8b" and body["history"] == messages and body["mode"] == "tutor"

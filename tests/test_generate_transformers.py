@@ -102,6 +102,15 @@ def test_stop_strings_cut_before_the_stop(gen):
     assert result.completion_tokens < 24
 
 
+def test_stop_strings_match_the_generated_text_only(gen):
+    """The chat prompt ends in "\n": a stop "\n\n" must not fire on the prompt's newline plus a generated one."""
+    for question in QUESTIONS[:3]:
+        full = gen.generate([R(id="f", prompt=chat(question), max_new_tokens=12)])[0].texts[0]
+        for stop in ("\n\n", "\n"):
+            got = gen.generate([R(id="f", prompt=chat(question), max_new_tokens=12, stop=(stop,))])[0].texts[0]
+            assert got == (full[:full.find(stop)] if stop in full else full)
+
+
 def test_token_logprobs(gen):
     result = gen.generate([R(id="l", prompt=chat("What is 2 + 3?"), max_new_tokens=5, logprobs=3)])[0]
     tokens = result.logprobs[0]
@@ -220,7 +229,7 @@ def test_chat_text_for_the_judge(gen):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
-def test_generator_for_resolves_a_model_block(tiny_qwen2_dir):
+def test_generator_for_resolves_a_model_block(tiny_qwen2_dir, engine_cache):
     from engine.generate import generator_for
 
     judge = generator_for({"source": "local", "path": str(tiny_qwen2_dir)}, generator="transformers", max_new_tokens=3)

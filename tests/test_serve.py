@@ -133,7 +133,7 @@ def test_recipe_serve_command_round_trip(tiny_qwen2_dir, engine_cache):
         proc.wait(timeout=30)
 
 
-def test_model_from_arg(tiny_qwen2_dir, tmp_path):
+def test_model_from_arg(tiny_qwen2_dir, tmp_path, engine_cache):
     from engine.generate.serve import adapter_artifact, model_from_arg
 
     local = model_from_arg(str(tiny_qwen2_dir))

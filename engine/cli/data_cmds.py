@@ -185,7 +185,7 @@ def build(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, output: str,
             out = build_data(v, Path(output), names=list(names) or None, progress=progress)
     else:
         out = build_data(v, Path(output), names=list(names) or None,
-                         progress=lambda done, total, label: echo(f"[{done + 1}/{total}] {label}"))
+                         progress=lambda done, total, label: label != "done" and echo(f"[{done + 1}/{total}] {label}"))
     table("data outputs", ["output", "rows", "file"],
           [(f"data.{name}", o.rows, str(o.path.relative_to(out.dir))) for name, o in out.outputs.items()])
     for w in out.warnings:

@@ -28,6 +28,32 @@ def _run_name(r, plan: dict) -> str | None:
     return text.replace("/", "_").replace(" ", "_")
 
 
+def _input_fingerprints(v) -> dict:
+    """Fingerprints of the data sources (files by content, hub datasets by path/config/split/revision)."""
+    if v.recipe.data is None:
+        return {}
+    from engine.data.build import data_fingerprints
+
+    return {f"data.{name}": fp for name, fp in data_fingerprints(v).items()}
+
+
+def _side_envs(plan: dict) -> dict:
+    """Versions of the side environments this plan uses (recorded in the lock)."""
+    from engine.plan.execute import iter_plan_steps
+    from engine.recipe.errors import EngineError
+
+    backends = {(step.get("params") or {}).get("backend") for _, step in iter_plan_steps(plan["graph"])}
+    out: dict = {}
+    if "axolotl" in backends:
+        from engine.envs import axolotl
+
+        try:
+            out["axolotl"] = axolotl.versions()
+        except EngineError as exc:
+            out["axolotl"] = {"error": str(exc)}
+    return out
+
+
 @cli.command()
 @recipe_options
 @click.option("--root", type=click.Path(file_okay=False), help="Runs root (default: the recipe's output.root, $RECIPE_ENGINE_RUNS or ./runs).")
@@ -56,7 +82,8 @@ def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | No
     run_dir = RunDir.create(root=runs, name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
                             recipe_filename=str(loaded.path), resolved_yaml=dump_yaml(loaded.tree), plan=plan,
                             recipe_dir=loaded.path.parent, dir_name=_run_name(r, plan))
-    run_dir.write_lock(build_lock(recipe_files=loaded.files, seeds={"run": plan["seed"]}))
+    run_dir.write_lock(build_lock(recipe_files=loaded.files, inputs=_input_fingerprints(v), seeds={"run": plan["seed"]},
+                                  side_envs=_side_envs(plan)))
     echo(f"run directory: {run_dir.path}")
     selection = StageSelection(only=only, from_=from_, skip=skip, reuse=Path(reuse) if reuse else None)
     selection.check(plan)

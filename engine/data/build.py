@@ -293,13 +293,24 @@ def build_data(validated: Any, out_dir: Path | str, *, names: Optional[list[str]
 
     out_dir = Path(out_dir).absolute()
     _check_target(out_dir)
-    m = materialize(validated, names=names, block=block, block_path=block_path, progress=progress)
+    data_block = block if block is not None else getattr(validated.recipe, "data", None)
+    writes = len(names) if names is not None else (len(data_block.output_names()) if data_block else 0)
+    seen = {"total": 0}
+
+    def loading(done: int, total: int, label: str) -> None:
+        seen["total"] = total
+        if progress:
+            progress(done, total + writes, label)
+
+    m = materialize(validated, names=names, block=block, block_path=block_path, progress=loading)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         outputs: dict[str, DataOutput] = {}
-        for name, ds in m.datasets.items():
+        for i, (name, ds) in enumerate(m.datasets.items()):
+            if progress:
+                progress(seen["total"] + i, seen["total"] + len(m.datasets), f"write {name}")
             rows, sha = write_jsonl(ds, tmp / m.files[name])
             outputs[name] = DataOutput(name=name, path=out_dir / m.files[name], rows=rows, sha256=sha)
         info = dict(m.info)
@@ -318,6 +329,8 @@ def build_data(validated: Any, out_dir: Path | str, *, names: Optional[list[str]
                     "sources": {n: s["fingerprint"] for n, s in info["sources"].items()}, "warnings": m.warnings}
         atomic_write_json(tmp / MANIFEST, manifest)
         _publish(tmp, out_dir)
+        if progress:
+            progress(seen["total"] + len(m.datasets), seen["total"] + len(m.datasets), "done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

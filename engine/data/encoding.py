@@ -42,13 +42,10 @@ def _not_json(value: Any) -> Any:
                     "(text, numbers, booleans, lists, mappings)")
 
 
-try:  # one C encoder for every value (`json.dumps` builds a new one per call)
-    from json.encoder import c_make_encoder, encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # noqa: E402
 
-    _encoder = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, True)
-except ImportError:  # pragma: no cover - CPython always has it
-    _encoder = None
-    encode_basestring = json.encoder.encode_basestring
+# one C encoder for every value (`json.dumps` builds a new one per call); None where the C module is missing
+_encoder = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, True) if c_make_encoder else None
 
 
 def compact_json(value: Any) -> str:
@@ -106,7 +103,12 @@ def rows_to_dataset(rows: list[dict]) -> Any:
     from datasets import Dataset
 
     keys = record_keys(rows)
-    columns = {k: [to_json(r.get(k)) for r in rows] if is_json_field(k) else [r.get(k) for r in rows] for k in keys}
+    columns = {}
+    for k in keys:
+        try:
+            columns[k] = [to_json(r.get(k)) for r in rows] if is_json_field(k) else [r.get(k) for r in rows]
+        except DataError as exc:
+            raise DataError(f"field '{k}': {exc}") from None
     return Dataset.from_dict(columns, features=record_features(keys))
 
 

@@ -478,7 +478,10 @@ def map_records(ds: Any, fn: Callable[[dict, int], Optional[dict]], *, fingerpri
         for (k, as_json), t in zip(encoded, types):
             values = [r.get(k) for r in recs]
             if as_json:
-                values = [None if v is None else compact_json(v) for v in values]
+                try:
+                    values = [None if v is None else compact_json(v) for v in values]
+                except DataError as exc:
+                    raise DataError(f"{label}: field '{k}': {exc}") from None
             arrays.append(pa.array(values, type=t))
         # an Arrow table with the final types: datasets then skips its own Python -> Arrow inference
         return pa.Table.from_arrays(arrays, schema=schema)
@@ -496,7 +499,8 @@ def run_dataset(p: Pipeline, ds: Any, *, fingerprint: str) -> Any:
 
     def head(raw: dict, index: int) -> Optional[dict]:
         rec = p.apply_head(raw, index)
-        return p.apply_step(first, rec) if (first is not None and rec is not None) else rec
+        # transforms see every common field (None where absent), as in `run_rows`
+        return p.apply_step(first, ordered(rec)) if (first is not None and rec is not None) else rec
 
     ds = map_records(ds, head, fingerprint=_fp(fingerprint, 0), label=f"source '{p.name}'")
     for n, step in enumerate(steps, 1):

@@ -169,12 +169,13 @@ class EndpointGenerator:
     async def _one(self, client: Any, semaphore: asyncio.Semaphore, request: GenerationRequest) -> GenerationResult:
         try:
             if self.api == "custom":
-                samples = await asyncio.gather(*(self._custom(client, semaphore, request) for _ in range(request.n)),
+                calls = request.n if request.temperature > 0 else 1  # greedy: one call, its reply n times
+                samples = await asyncio.gather(*(self._custom(client, semaphore, request) for _ in range(calls)),
                                                return_exceptions=True)
                 errors = [s for s in samples if isinstance(s, BaseException)]
                 if errors:
                     raise errors[0]
-                texts = [trim_at_stop(str(t), request.stop)[0] for t in samples]
+                texts = [trim_at_stop(str(t), request.stop)[0] for t in samples] * (request.n // calls)
                 return GenerationResult(id=request.id, texts=list(texts), finish_reasons=["stop"] * request.n)
             return await self._openai(client, semaphore, request)
         except (_Retryable, _Final) as err:
@@ -186,12 +187,13 @@ class EndpointGenerator:
         reasons: list[str] = []
         logprobs: list[list[dict]] = []
         prompt_tokens = completion_tokens = 0
-        while len(texts) < request.n:
-            body = self._openai_body(request, request.n - len(texts), chat)
+        wanted = request.n if request.temperature > 0 else 1  # greedy samples are all the same text
+        while len(texts) < wanted:
+            body = self._openai_body(request, wanted - len(texts), chat)
             data = await self._call(client, semaphore, "POST", self.url + ("/chat/completions" if chat else "/completions"),
                                     body, lambda d: _choices(d, chat))
             choices = _choices(data, chat)
-            for choice in choices[: request.n - len(texts)]:
+            for choice in choices[: wanted - len(texts)]:
                 text, lps = _choice_text(choice, chat)
                 text, cut = trim_at_stop(text, request.stop)
                 texts.append(text)
@@ -200,6 +202,10 @@ class EndpointGenerator:
             usage = data.get("usage") or {}
             prompt_tokens = int(usage.get("prompt_tokens") or prompt_tokens)
             completion_tokens += int(usage.get("completion_tokens") or 0)
+        if len(texts) < request.n:  # greedy: asked once, the same text n times
+            copies = request.n // len(texts)
+            texts, reasons, logprobs, completion_tokens = (texts * copies, reasons * copies, logprobs * copies,
+                                                           completion_tokens * copies)
         return GenerationResult(id=request.id, texts=texts, finish_reasons=reasons,
                                 logprobs=logprobs if request.logprobs is not None else None,
                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

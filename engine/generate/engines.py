@@ -102,8 +102,11 @@ def _accepted(name: str, options: dict) -> dict:
 
 
 def _apply(engine: Any, options: dict) -> None:
+    """Per-step options on a pooled engine."""
     if "batch_size" in options and hasattr(engine, "batch_size"):
         engine.batch_size = max(1, int(options["batch_size"]))
+    if "progress" in options and hasattr(engine, "progress"):
+        engine.progress = options["progress"]
 
 
 def generator_for(model: Any, *, recipe_dir: Path | str = ".", generator: str = "auto", resources: Optional[dict] = None,

@@ -17,7 +17,8 @@
   data-parallel collection draws what an uninterrupted one would (docs/generation.md).
 - Only the request's own settings apply: a fresh GenerationConfig with neutral penalties, so a model's
   `generation_config.json` (e.g. repetition_penalty 1.05, top_k 20) does not leak into the recipe's settings.
-- Stop strings end a row early (`stop_strings` + the tokenizer) and the text is cut before the stop string.
+- Stop strings end a row early (matched in the generated text only, as vLLM and OpenAI do) and the text is cut
+  before the stop string.
 - Adapters (kind "adapter") are loaded onto their base with PEFT and merged for inference.
 """
 
@@ -97,6 +98,26 @@ class SeededSampling:
         tiny = torch.finfo(uniform.dtype).tiny
         gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny, max=1.0 - 1e-7)))
         return scores + gumbel.to(scores.dtype)
+
+
+class StopStrings:
+    """Stopping criterion: a row is done once its generated text (not the prompt) contains a stop string.
+
+    transformers' own `stop_strings` also match across the prompt boundary (a prompt ending in "\n" and a first
+    generated "\n" make "\n\n"); OpenAI-compatible servers and vLLM look at the generated text only, and so does
+    this. Each step decodes only the last few generated tokens of each row (enough bytes for the longest stop).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_length: int):
+        self.tokenizer, self.stops, self.start = tokenizer, [s for s in stops if s], prompt_length
+        self.window = max(len(s.encode("utf-8")) for s in self.stops) + 2
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        tails = input_ids[:, max(self.start, input_ids.shape[1] - self.window):].tolist()
+        done = [any(s in self.tokenizer.decode(t, skip_special_tokens=True) for s in self.stops) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersGenerator:
@@ -214,7 +235,7 @@ class TransformersGenerator:
 
     def _run(self, batch: list[tuple[GenerationRequest, str, list[int]]]) -> list[GenerationResult]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         first = batch[0][0]
         sampled = first.temperature > 0
@@ -228,12 +249,23 @@ class TransformersGenerator:
         config = GenerationConfig(
             max_new_tokens=first.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            stop_strings=list(first.stop) or None, return_dict_in_generate=True, output_logits=want_logprobs)
+            return_dict_in_generate=True, output_logits=want_logprobs)
         processors = LogitsProcessorList([SeededSampling(first.temperature, first.top_p, seeds, self.device)] if sampled else [])
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                      logits_processor=processors, tokenizer=self.tokenizer if first.stop else None,
-                                      **({"past_key_values": cache} if cache is not None else {}))
+        stopping = StoppingCriteriaList([StopStrings(self.tokenizer, first.stop, input_ids.shape[1])] if first.stop else [])
+        def run(cache: Any) -> Any:
+            with torch.inference_mode():
+                return self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                           logits_processor=processors, stopping_criteria=stopping,
+                                           **({"past_key_values": cache} if cache is not None else {}))
+
+        try:
+            out = run(cache)
+        except Exception:  # noqa: BLE001 - a model that cannot generate with a static cache: the default one
+            if cache is None:
+                raise
+            self._static_ok = False
+            processors = LogitsProcessorList([SeededSampling(first.temperature, first.top_p, seeds, self.device)] if sampled else [])
+            out = run(None)
         generated = out.sequences[:, input_ids.shape[1]:].tolist()
         logits = torch.stack(out.logits, dim=1).float() if want_logprobs else None  # [rows, steps, vocab]
         results = []

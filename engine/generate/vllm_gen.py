@@ -129,7 +129,7 @@ class VLLMGenerator(_Rendering):
         from vllm import SamplingParams
 
         sampled = r.temperature > 0
-        return SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p if sampled else 1.0,
+        return SamplingParams(n=r.n if sampled else 1, temperature=r.temperature, top_p=r.top_p if sampled else 1.0,
                               max_tokens=r.max_new_tokens, stop=list(r.stop) or None,
                               seed=sample_seed(r.seed, r.id, 0) if sampled else None, logprobs=r.logprobs)
 
@@ -173,6 +173,9 @@ class VLLMGenerator(_Rendering):
             used += len(o.token_ids)
             if r.logprobs is not None:
                 lps.append(_vllm_logprobs(o.token_ids, o.logprobs or [], r.logprobs))
+        if len(texts) < r.n:  # greedy: generated once, the same text n times
+            copies = r.n // max(1, len(texts))
+            texts, reasons, lps, used = texts * copies, reasons * copies, lps * copies, used * copies
         return GenerationResult(id=r.id, texts=texts, finish_reasons=reasons, logprobs=lps if r.logprobs is not None else None,
                                 prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=used)
 
@@ -321,7 +324,40 @@ class VLLMServer(_Rendering):
 
     def logprobs_for(self, prompts: Sequence[Prompt], candidates: Sequence[str],
                      chat_template_kwargs: Optional[dict] = None) -> list[dict[str, Optional[float]]]:
-        return self.endpoint.logprobs_for(prompts, candidates, chat_template_kwargs)
+        """log P(candidate | prompt), exactly: prompt+candidate token ids sent to /completions with vLLM's
+        `prompt_logprobs`, all rows concurrently (the server batches them; prefix caching shares the prompt)."""
+        from engine.generate.endpoint import run_sync
+
+        cand_ids = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates}
+        rows = []
+        for p in prompts:
+            text = self.render(p, chat_template_kwargs)
+            ids = self.tokenizer(text, add_special_tokens=isinstance(p, str))["input_ids"]
+            rows.extend((ids + cand_ids[c], len(cand_ids[c])) for c in candidates)
+        scores = run_sync(self._score_rows(rows))
+        out = []
+        for k in range(0, len(scores), len(candidates)):
+            out.append(dict(zip(candidates, scores[k:k + len(candidates)])))
+        return out
+
+    async def _score_rows(self, rows: list[tuple[list[int], int]]) -> list[float]:
+        import asyncio
+
+        import httpx
+
+        semaphore = asyncio.Semaphore(64)
+
+        async def one(client: Any, ids: list[int], tail: int) -> float:
+            body = {"model": self.endpoint.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+            async with semaphore:
+                reply = await client.post(self.url + "/completions", json=body)
+            if reply.status_code != 200:
+                raise EngineError(f"the vLLM server refused prompt log-probs: HTTP {reply.status_code}: {reply.text[:200]}")
+            table = reply.json()["choices"][0]["prompt_logprobs"]
+            return float(sum(table[pos][str(ids[pos])]["logprob"] for pos in range(len(ids) - tail, len(ids))))
+
+        async with httpx.AsyncClient(timeout=600) as client:
+            return list(await asyncio.gather(*(one(client, ids, tail) for ids, tail in rows)))
 
     def close(self) -> None:
         process = getattr(self, "process", None)

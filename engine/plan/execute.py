@@ -149,8 +149,20 @@ class Executor:
             state.set_run_status("failed" if isinstance(exc, Exception) else "interrupted")
             self.run.events.emit("run_failed", error=str(exc))
             raise
+        self.run.write_metrics(self._metrics())
         state.set_run_status("done")
         self.run.events.emit("run_done")
+
+    def _metrics(self) -> dict:
+        """The run's metrics.json: every Metrics output by step id (the last epoch's under `final`)."""
+        out: dict[str, Any] = {}
+        for step_id, info in self.run.state.steps().items():
+            if info.get("status") != "done" or step_id.endswith(":stage"):
+                continue
+            for name, artifact in (info.get("outputs") or {}).items():
+                if isinstance(artifact, dict) and artifact.get("type") == "Metrics":
+                    out.setdefault(step_id, {})[name] = artifact.get("values", {})
+        return out
 
     def _graph(self, graph: dict, plan: dict, prefix: str, frame: Optional[Frame] = None) -> Frame:
         if graph["type"] == "steps":

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 from engine.data.fingerprints import fingerprint_text, sha256_file
 from engine.generate.base import Counts, GenerationRequest, GenerationResult
+from engine.generate.progress import GenerationProgress
 from engine.models.resolve import as_model_artifact
 from engine.plan.context import StepContext
 from engine.recipe.errors import EngineError
@@ -107,21 +108,26 @@ def collect(model: dict, rows: list[dict], template: Any, settings: dict, out_pa
     if done:
         emit("collect_resumed", rows_done=done, rows=len(rows))
     workers = 1 if engine == "endpoint" else max(1, workers)
-    window = max(options["batch_size"] * workers * 4, 32)
+    if engine == "endpoint":  # enough requests in flight to keep the endpoint's concurrency busy
+        window = max(int((model.get("source") or {}).get("concurrency") or 8) * 8, 64)
+    else:
+        window = max(options["batch_size"] * workers * 4, 32)
     counts, started = Counts(), time.perf_counter()
     pool = _WorkerPool(model, engine, options, workers, recipe_dir) if workers > 1 and done < len(rows) else None
     generator = None
     try:
         if pool is None and done < len(rows):
             generator = open_generator(model, generator=engine, recipe_dir=recipe_dir, resources=resources,
-                                       batch_size=options["batch_size"])
-        for start in range(done, len(rows), window):
-            chunk = requests[start:start + window]
-            results = pool.generate(chunk) if pool is not None else generator.generate(chunk)
-            for i, result in enumerate(results):
-                counts.add(result)
-                append_jsonl(out_path, sample_row(rows[start + i], result))
-            emit("collect_progress", rows_done=start + len(chunk), rows=len(rows), failed=counts.failed)
+                                       batch_size=options["batch_size"], progress=False)
+        with GenerationProgress(len(rows) - done, f"collect ({engine})") as bar:
+            for start in range(done, len(rows), window):
+                chunk = requests[start:start + window]
+                results = pool.generate(chunk) if pool is not None else generator.generate(chunk)
+                for i, result in enumerate(results):
+                    counts.add(result)
+                    append_jsonl(out_path, sample_row(rows[start + i], result))
+                bar.advance(len(chunk), sum(r.completion_tokens for r in results))
+                emit("collect_progress", rows_done=start + len(chunk), rows=len(rows), failed=counts.failed)
     finally:
         if pool is not None:
             pool.close()

@@ -85,7 +85,7 @@ TRANSFORMS = _TRANSFORM_KEYS
 class _SourceCommon(Block):
     adapter: Optional[str] = Field(None, description="Dataset adapter to the common record (gsm8k, math, squad_v2, ...); see `recipe list adapters`.")
     adapter_args: dict[str, Any] = Field(default_factory=dict, description="Adapter options, e.g. `{answerable_only: true}`.")
-    fields: dict[str, str] = Field(default_factory=dict, description="Common field <- source field, for data without an adapter.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Target field <- source field: renames the source's fields into the common record (no adapter) or into the names the adapter reads.")
     domain: Optional[str] = Field(None, description="Domain of every row (math, qa, code, ...); routes rewards and mixing.")
     transforms: list[Transform] = Field(default_factory=list, description="Applied in order after the adapter.")
     sample: Optional[int] = Field(None, ge=1, description="Draw this many rows (seeded) after transforms.")
