@@ -249,3 +249,14 @@ def test_pool_keeps_one_engine_per_model(tiny_qwen2_dir):
     d = open_generator(model_of(tiny_qwen2_dir, fingerprint="test:pool-3"), generator="transformers", resources=resources)
     assert c is not a and d is not c
     assert a.model is None  # the least recently used engine was closed when a third model arrived
+
+
+def test_falls_back_to_the_dynamic_cache(tiny_qwen2_dir, monkeypatch):
+    from engine.generate.transformers_gen import TransformersGenerator
+
+    g = TransformersGenerator(model_of(tiny_qwen2_dir), cache=False, progress=False)
+    request = R(id="a", prompt=chat("Hi there"), n=2, temperature=0.9, seed=4, max_new_tokens=6)
+    want = g.generate([request])[0].texts
+    monkeypatch.setattr(g, "_kv_cache", lambda *a: "not a cache")
+    got = g.generate([request])[0]
+    assert got.ok and got.texts == want and g._static_ok is False

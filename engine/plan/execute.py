@@ -269,7 +269,9 @@ class Executor:
         key = step_key(entry, inputs, seed=plan["seed"], epoch=frame.epoch, save_name=save)
         hit = lookup(key) if self.use_cache else None
         if hit is not None:
-            atomic_write_json(self.run.step_dir(step_id) / "reused.json", {"key": key, "from_run": hit["run_dir"], "from_step": hit["step"]})
+            step_dir = self.run.step_dir(step_id)
+            _link_outputs(Path(hit["run_dir"]) / "steps" / hit["step"], step_dir)
+            atomic_write_json(step_dir / "reused.json", {"key": key, "from_run": hit["run_dir"], "from_step": hit["step"]})
             state.mark_running(step_id)
             state.mark_done(step_id, hit["outputs"])
             self.run.events.emit("step_reused", step=step_id, key=key, from_run=hit["run_dir"], from_step=hit["step"])
@@ -313,6 +315,16 @@ class Executor:
         for r in rows:
             lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
         atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def _link_outputs(source: Path, target: Path) -> None:
+    """A reused step's directory shows the original's files (symbolic links), so every run has the full layout."""
+    if not source.is_dir():
+        return
+    for entry in source.iterdir():
+        link = target / entry.name
+        if entry.name != "reused.json" and not link.exists() and not link.is_symlink():
+            link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
 
 
 def _cell(value: Any) -> str:
