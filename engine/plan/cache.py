@@ -8,28 +8,21 @@ that computed them (run directories hold the files; the index holds manifests), 
 
 from __future__ import annotations
 
-from importlib import metadata
+import functools
 from pathlib import Path
 from typing import Any, Optional
 
 from engine.data.fingerprints import canonical_json, fingerprint_text
 from engine.paths import cache_dir
 from engine.runs.atomic import atomic_write_json, read_json
+from engine.runs.lock import package_versions
 
 _VERSIONED = ("recipe-engine", "torch", "transformers", "trl", "peft", "datasets", "vllm", "math-verify")
-_versions: Optional[dict[str, str]] = None
 
 
+@functools.lru_cache(maxsize=1)
 def _package_versions() -> dict[str, str]:
-    global _versions
-    if _versions is None:
-        _versions = {}
-        for name in _VERSIONED:
-            try:
-                _versions[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                pass
-    return _versions
+    return package_versions(_VERSIONED)
 
 
 def _fingerprint(value: Any) -> Any:
