@@ -73,7 +73,7 @@ def run_recipe() -> None:
 
 
 def _register() -> None:
-    from engine.cli import data_cmds, recipe_cmds, run_cmds, serve_cmd  # noqa: F401  (commands attach themselves)
+    from engine.cli import data_cmds, recipe_cmds, report_cmds, run_cmds, serve_cmd  # noqa: F401  (commands attach themselves)
     from engine.envs.commands import attach
 
     attach(cli)

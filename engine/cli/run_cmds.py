@@ -9,6 +9,7 @@ import click
 
 from engine.cli.main import cli, handle_errors, load, recipe_options
 from engine.cli.output import echo, success, table
+from engine.cli.report_cmds import print_run_end
 
 
 def _run_name(r, plan: dict) -> str | None:
@@ -87,7 +88,10 @@ def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | No
     echo(f"run directory: {run_dir.path}")
     selection = StageSelection(only=only, from_=from_, skip=skip, reuse=Path(reuse) if reuse else None)
     selection.check(plan)
-    Executor(run_dir, plan, loaded.path.parent, use_cache=not no_cache, selection=selection).execute()
+    try:
+        Executor(run_dir, plan, loaded.path.parent, use_cache=not no_cache, selection=selection).execute()
+    finally:
+        print_run_end(run_dir.path)
     success(f"run finished: {run_dir.path}")
 
 
@@ -103,7 +107,10 @@ def resume(run_dir: str) -> None:
     recipe_dir = Path(run.info.get("recipe_dir") or run.path)
     done = [s for s, info in run.state.steps().items() if info.get("status") == "done"]
     echo(f"resuming {run.path} ({len(done)} step{'s' if len(done) != 1 else ''} already done)")
-    Executor(run, run.plan(), recipe_dir).execute()
+    try:
+        Executor(run, run.plan(), recipe_dir).execute()
+    finally:
+        print_run_end(run.path)
     success(f"run finished: {run.path}")
 
 
@@ -113,12 +120,11 @@ def resume(run_dir: str) -> None:
 def runs(root: str | None) -> None:
     """List runs, newest first, with their status and key metrics."""
     from engine.paths import runs_root
+    from engine.runs.report import key_metrics
     from engine.runs.run_dir import list_runs
 
     rows = []
     for r in list_runs(Path(root) if root else runs_root()):
-        metrics = r.get("metrics") or {}
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(flat.items())[:4])
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in key_metrics(r.get("metrics") or {}).items())
         rows.append((r["name"], r["created"], r["status"], shown, r["path"]))
     table("runs", ["name", "created", "status", "metrics", "path"], rows)
