@@ -145,3 +145,58 @@ def test_model_from_arg(tiny_qwen2_dir, tmp_path, engine_cache):
     (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     adapter = adapter_artifact(tmp_path / "adapter")
     assert adapter["kind"] == "adapter" and adapter["base"]["path"] == local["path"]
+
+
+SERVED_PIPELINE = """\
+recipe: 1
+kind: pipeline
+name: served
+model: {{source: local, path: "{model}", name: tiny}}
+data:
+  sources:
+    gsm8k: {{source: jsonl, path: "{data}", adapter: gsm8k}}
+stages:
+  serve: {{use: serve, model: "${{model}}", engine: transformers}}
+  evaluate:
+    use: evaluate
+    model: "${{stages.serve.endpoint}}"
+    data: "${{data.gsm8k}}"
+    template: math/cot
+    scorer: numeric_match
+    max_new_tokens: 4
+    bootstrap: 0
+"""
+
+
+def test_serve_step_serves_for_the_run_and_again_on_resume(tiny_qwen2_dir, engine_cache, tmp_path):
+    """A `serve` step's endpoint feeds the evaluation; the server is gone when the run ends; resume serves again."""
+    import json
+    import socket
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "recipes/tutoring/data/gsm8k_test.jsonl"
+    (tmp_path / "served.yaml").write_text(SERVED_PIPELINE.format(model=tiny_qwen2_dir, data=data))
+    recipe = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "served.yaml"), "--root", str(tmp_path / "runs")]
+    done = subprocess.run(recipe, capture_output=True, text=True, timeout=300, env={**os.environ, "RECIPE_ENGINE_CACHE": str(tmp_path / "c1")})
+    assert done.returncode == 0, done.stderr
+    run_dir = next((tmp_path / "runs" / "served").iterdir())
+    endpoint = json.loads((run_dir / "steps/serve/endpoint.json").read_text())
+    metrics = json.loads((run_dir / "steps/evaluate/metrics.json").read_text())
+    assert metrics["setup"]["model"] == endpoint["url"] and metrics["rows"] == 4
+    port = int(endpoint["url"].rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+    # the evaluation "crashed": resume starts a fresh server (a new port) and evaluates through it
+    state = json.loads((run_dir / "state.json").read_text())
+    state["status"] = "failed"
+    for step in ("evaluate", "evaluate:stage"):
+        state["steps"][step].update(status="failed", outputs=None)
+    (run_dir / "state.json").write_text(json.dumps(state))
+    resumed = subprocess.run([sys.executable, "-m", "engine.cli", "resume", str(run_dir)], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "RECIPE_ENGINE_CACHE": str(tmp_path / "c2")})  # no cache hit
+    assert resumed.returncode == 0, resumed.stderr
+    serving = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"serving"' in line]
+    assert len(serving) == 2
+    again = json.loads((run_dir / "steps/serve/endpoint.json").read_text())
+    assert json.loads((run_dir / "steps/evaluate/metrics.json").read_text())["setup"]["model"] == again["url"]

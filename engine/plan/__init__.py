@@ -19,6 +19,7 @@ for _name, _help in {
 
 STEPS.register("train", "engine.plan.steps.train:run")
 STEPS.register("merge", "engine.plan.steps.merge:run")
+STEPS.register("serve", "engine.plan.steps.serve:run")
 STEPS.register("select", "engine.plan.steps.select:run")
 STEPS.register("score", "engine.plan.steps.score:run")
 STEPS.register("label", "engine.plan.steps.label:run")

@@ -8,6 +8,8 @@ unfinished one.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -20,6 +22,8 @@ from engine.recipe.errors import EngineError
 from engine.recipe.expressions import evaluate_bool, render_string
 from engine.runs.atomic import atomic_write_json
 from engine.runs.run_dir import RunDir
+
+EPHEMERAL = frozenset({"serve"})  # step types whose outputs live only as long as the run (servers)
 
 
 def iter_plan_steps(graph: dict) -> Iterator[tuple[str, dict]]:
@@ -70,6 +74,19 @@ class StageSelection:
                 raise EngineError(f"no stage '{n}'; {choose_from(n, names)}")
         if self.reuse is not None and not (self.reuse / "state.json").is_file():
             raise EngineError(f"--reuse {self.reuse}: not a run directory (no state.json)")
+        if asked and self.reuse is None:
+            self._check_inputs(plan["graph"])
+
+    def _check_inputs(self, graph: dict) -> None:
+        """Without --reuse, a selected stage must not need the outputs of a stage that does not run."""
+        chosen = self.stages(graph["order"])
+        for name in chosen:
+            refs = re.findall(r"\$\{([^{}|]+)\}", json.dumps(graph["stages"][name]))  # no fallback alternatives
+            for other in graph["order"]:
+                if other not in chosen and any(r.strip().startswith(f"stages.{other}.") for r in refs):
+                    raise EngineError(f"stage '{name}' uses the outputs of stage '{other}', which this selection does not "
+                                      f"run; add --reuse RUN_DIR (an earlier run of this pipeline that has them) or "
+                                      f"select '{other}' too")
 
     def stages(self, order: list[str]) -> list[str]:
         chosen = list(order)
@@ -148,10 +165,33 @@ class Executor:
         except BaseException as exc:
             state.set_run_status("failed" if isinstance(exc, Exception) else "interrupted")
             self.run.events.emit("run_failed", error=str(exc))
+            self._report()
             raise
+        finally:
+            self._release()
         self.run.write_metrics(self._metrics())
         state.set_run_status("done")
         self.run.events.emit("run_done")
+        self._report()
+
+    def _release(self) -> None:
+        """Stop the run's servers and close its loaded generators."""
+        from engine.generate.engines import POOL_KEY
+        from engine.plan.steps.serve import stop_servers
+
+        stop_servers(self.resources)
+        pool = self.resources.pop(POOL_KEY, None)
+        if pool is not None:
+            pool.close()
+
+    def _report(self) -> None:
+        """report.md / report.html; a report that cannot be written is an event, never the run's error."""
+        try:
+            from engine.runs.report import write_report
+
+            write_report(self.run.path)
+        except Exception as exc:  # noqa: BLE001
+            self.run.events.emit("report_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _metrics(self) -> dict:
         """The run's metrics.json: every Metrics output by step id (the last epoch's under `final`)."""
@@ -171,17 +211,19 @@ class Executor:
                 self._step(prefix + name, name, graph["steps"][name], frame, plan)
             return frame
         if graph["type"] == "loop":
-            return self._loop(graph, plan, prefix)
+            return self._loop(graph, plan, prefix, stages=frame.stages if frame is not None else None)
         return self._pipeline(graph, plan, prefix)
 
-    def _loop(self, graph: dict, plan: dict, prefix: str) -> Frame:
-        outer = self._frame(plan)
+    def _loop(self, graph: dict, plan: dict, prefix: str, stages: Optional[dict] = None) -> Frame:
+        """`stages`: the outputs of the earlier stages, when the loop is a pipeline stage."""
+        stages = dict(stages or {})
+        outer = self._frame(plan, stages=dict(stages))
         carry = {n: resolve_or_fail(c["init"], outer, f"loop.carry.{n}.init") for n, c in graph["carry"].items()}
         baseline = graph.get("baseline_skip")
         epochs = ([0] if baseline is not None else []) + list(range(1, graph["epochs"] + 1))
         prev, frame, rows = None, outer, []
         for epoch in epochs:
-            frame = self._frame(plan, prev=prev, carry=dict(carry), epoch=epoch)
+            frame = self._frame(plan, prev=prev, carry=dict(carry), epoch=epoch, stages=dict(stages))
             for name in graph["order"]:
                 step_id = f"{prefix}epoch_{epoch}/{name}"
                 if epoch == 0 and name in (baseline or []):
@@ -203,10 +245,12 @@ class Executor:
     def _pipeline(self, graph: dict, plan: dict, prefix: str) -> Frame:
         frame = self._frame(plan)
         selected = self.selection.stages(graph["order"]) if not prefix else list(graph["order"])
-        for name in graph["order"]:
+        for i, name in enumerate(graph["order"]):
             stage = graph["stages"][name]
             record = f"{prefix}{name}:stage"
-            if self.run.state.is_done(record):
+            live = stage.get("use") in EPHEMERAL and not all(  # a server is started again for unfinished stages after it
+                self.run.state.is_done(f"{prefix}{later}:stage") for later in graph["order"][i + 1:])
+            if self.run.state.is_done(record) and not live:
                 frame.stages[name] = self.run.state.outputs(record)
                 continue
             if name not in selected:
@@ -232,8 +276,9 @@ class Executor:
             sub_plan = stage["plan"] if stage["type"] == "recipe" else {**plan, "model": stage.get("model") or plan["model"]}
             sub_graph = sub_plan["graph"] if stage["type"] == "recipe" else stage["graph"]
             inner = self._frame(sub_plan, stages=dict(frame.stages))
-            inner = self._graph(sub_graph, sub_plan, prefix + name + "/", inner if sub_graph["type"] == "steps" else None)
-            inner.stages = frame.stages
+            inner = self._graph(sub_graph, sub_plan, prefix + name + "/", inner if sub_graph["type"] != "pipeline" else None)
+            if sub_graph["type"] != "pipeline":  # a nested pipeline's outputs name its own stages
+                inner.stages = frame.stages
             outputs = stage["outputs"] if stage["type"] == "inline" else sub_plan.get("outputs", {})
             frame.stages[name] = {k: resolve_or_fail(v, inner, f"stages.{name}.outputs.{k}") for k, v in outputs.items()}
             self.run.state.mark_running(record)
@@ -251,7 +296,8 @@ class Executor:
 
     def _step(self, step_id: str, name: str, entry: dict, frame: Frame, plan: dict) -> None:
         state = self.run.state
-        if state.is_done(step_id):
+        ephemeral = entry["use"] in EPHEMERAL  # a live server is not a result: started again on resume, never cached
+        if state.is_done(step_id) and not ephemeral:
             frame.steps[name] = state.outputs(step_id)
             return
         if not self._enabled(entry.get("when", True), plan, frame.epoch):
@@ -267,7 +313,7 @@ class Executor:
         if save:
             save = render_string(resolve_or_fail(save, frame, f"{step_id}.save"), {"epoch": frame.epoch, "vars": plan.get("vars") or {}})
         key = step_key(entry, inputs, seed=plan["seed"], epoch=frame.epoch, save_name=save)
-        hit = lookup(key) if self.use_cache else None
+        hit = lookup(key) if self.use_cache and not ephemeral else None
         if hit is not None:
             step_dir = self.run.step_dir(step_id)
             _link_outputs(Path(hit["run_dir"]) / "steps" / hit["step"], step_dir)
@@ -276,6 +322,7 @@ class Executor:
             state.mark_done(step_id, hit["outputs"])
             self.run.events.emit("step_reused", step=step_id, key=key, from_run=hit["run_dir"], from_step=hit["step"])
             frame.steps[name] = hit["outputs"]
+            self._link_saved(step_id, save)
             return
         ctx = StepContext(step_id=step_id, step_dir=self.run.step_dir(step_id), step=entry, inputs=inputs, plan=plan,
                           run_dir=self.run.path, recipe_dir=self.recipe_dir, seed=plan["seed"], epoch=frame.epoch,
@@ -289,9 +336,31 @@ class Executor:
             self.run.events.emit("step_failed", step=step_id, error=str(exc))
             raise
         state.mark_done(step_id, outputs)
-        store(key, outputs, run_dir=self.run.path, step_id=step_id)
+        if not ephemeral:
+            store(key, outputs, run_dir=self.run.path, step_id=step_id)
         self.run.events.emit("step_done", step=step_id, key=key)
         frame.steps[name] = outputs
+        self._link_saved(step_id, save)
+
+    def _link_saved(self, step_id: str, save: Optional[str]) -> None:
+        """A step's `save:` output also appears at the top of its run (or stage) directory, so a run has the layout
+        of the experiment it reproduces (RUN/responses.jsonl, RUN/tested_epoch0.jsonl, RUN/epoch_1/, ...)."""
+        if not save:
+            return
+        target = self.run.step_dir(step_id) / save
+        parts = step_id.split("/")[:-1]
+        if parts and re.fullmatch(r"epoch_\d+", parts[-1]):
+            parts = parts[:-1]
+        link = self.run.path.joinpath(*parts, save)
+        if not parts and Path(save).parts[0] in _RUN_FILES:
+            return  # the run's own records keep their names
+        if not target.exists() or (link.exists() and not link.is_symlink()):
+            return  # never over a real file or directory
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(target, link.parent), target_is_directory=target.is_dir())
+        os.replace(tmp, link)  # the same name saved again (a loop without ${epoch} in it): the latest wins
 
     # --- loop summary --------------------------------------------------------------------------------
 
@@ -315,6 +384,10 @@ class Executor:
         for r in rows:
             lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
         atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+_RUN_FILES = frozenset({"recipe.yaml", "resolved.yaml", "plan.json", "run.json", "state.json", "events.jsonl", "lock.json",
+                        "metrics.json", "steps", "data", "summary.json", "summary.md", "report.md", "report.html", "report"})
 
 
 def _link_outputs(source: Path, target: Path) -> None:

@@ -52,7 +52,7 @@ class Collect(_Step, _Generation):
     limit: Optional[int] = Field(None, ge=1)
 
     OUTPUTS = {"samples": A.samples}
-    REFS = {"model": A.model, "data": A.dataset}
+    REFS = {"model": (A.model, A.endpoint), "data": A.dataset}
 
 
 class Score(_Step):
@@ -174,7 +174,7 @@ class Evaluate(_Step, _Generation):
     results_name: Optional[str] = Field(None, description="Name of the results JSON (e.g. `qwen25-7b_results.json`).")
 
     OUTPUTS = {"metrics": A.metrics, "rows": A.dataset}
-    REFS = {"model": A.model, "data": A.dataset}
+    REFS = {"model": (A.model, A.endpoint), "data": A.dataset}
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> "Evaluate":

@@ -164,7 +164,7 @@ class GRPO(_TrainCommon):
     reward_code: list[str] = Field(default_factory=list, description="`module:function` Python rewards (runs your code: listed by validate).")
 
     def reference_types(self) -> dict[str, ArtifactType]:
-        return {**super().reference_types(), "judge.model": ArtifactType.model}
+        return {**super().reference_types(), "judge.model": (ArtifactType.model, ArtifactType.endpoint)}
 
 
 class Distill(_TrainCommon):
@@ -176,8 +176,10 @@ class Distill(_TrainCommon):
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation loss vs the label loss.")
 
-    def reference_types(self) -> dict[str, ArtifactType]:
-        return {**super().reference_types(), "teacher": ArtifactType.model}
+    def reference_types(self) -> dict:
+        # sequence-level: `data` may be a collect step's Samples (the teacher's replies to train on)
+        return {**super().reference_types(), "teacher": ArtifactType.model,
+                "data": (ArtifactType.dataset, ArtifactType.samples)}
 
 
 class Classify(_TrainCommon):
