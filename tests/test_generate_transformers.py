@@ -260,3 +260,19 @@ def test_falls_back_to_the_dynamic_cache(tiny_qwen2_dir, monkeypatch):
     monkeypatch.setattr(g, "_kv_cache", lambda *a: "not a cache")
     got = g.generate([request])[0]
     assert got.ok and got.texts == want and g._static_ok is False
+
+
+def test_sampled_token_logprobs_are_the_models(gen):
+    """Raw model log-probs of the sampled tokens (before temperature), as a teacher-forced forward pass gives them."""
+    import torch
+
+    messages = chat("Who wrote Hamlet?")
+    result = gen.generate([R(id="t", prompt=messages, n=2, temperature=1.3, seed=9, max_new_tokens=6, logprobs=0)])[0]
+    ids = gen.tokenizer(gen.render(messages), add_special_tokens=False)["input_ids"]
+    for sample in result.logprobs:
+        tokens = [t["id"] for t in sample]
+        with torch.no_grad():
+            lp = torch.log_softmax(gen.model(input_ids=torch.tensor([ids + tokens])).logits[0].float(), -1)
+        for k, t in enumerate(sample):
+            assert "top" not in t
+            assert t["logprob"] == pytest.approx(float(lp[len(ids) - 1 + k, t["id"]]), abs=1e-4)

@@ -20,13 +20,14 @@ from generate_support import model_of
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def side_python():
+def _side_python():
     from engine.envs.vllm import find
 
     return find()
 
 
-needs_vllm = pytest.mark.skipif(side_python() is None, reason="no vLLM side environment (recipe env create vllm)")
+SIDE_PYTHON = _side_python()  # found now: other tests may point RECIPE_ENGINE_CACHE at a temporary cache later
+needs_vllm = pytest.mark.skipif(SIDE_PYTHON is None, reason="no vLLM side environment (recipe env create vllm)")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_side_environment_server(vllm_model_dir):
 
     model = model_of(vllm_model_dir, fingerprint="test:vllm-server")
     local = TransformersGenerator(model, cache=False, progress=False)
-    server = VLLMServer(model, max_model_len=512, cache=False, progress=False)
+    server = VLLMServer(model, python=SIDE_PYTHON, max_model_len=512, cache=False, progress=False)
     try:
         got = server.generate(REQUESTS)
         again = server.generate(REQUESTS[:1])
@@ -98,7 +99,7 @@ def test_in_process_generator_in_the_side_environment(vllm_model_dir, tmp_path):
     script.write_text(IN_PROCESS)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([str(side_python()), str(script), str(vllm_model_dir)], capture_output=True, text=True,
+    proc = subprocess.run([str(SIDE_PYTHON), str(script), str(vllm_model_dir)], capture_output=True, text=True,
                           env=env, timeout=540)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-3000:]

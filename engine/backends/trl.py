@@ -79,6 +79,8 @@ def tracking_env(tracking: Optional[dict], step_dir: Path, run_dir: Optional[Pat
             env["WANDB_PROJECT"] = tracking["project"]
     if "mlflow" in backends:
         env["MLFLOW_TRACKING_URI"] = tracking.get("tracking_uri") or (root / "mlruns").resolve().as_uri()
+        if not tracking.get("tracking_uri"):
+            env["MLFLOW_ALLOW_FILE_STORE"] = "true"  # mlflow >= 3.x refuses the plain-file store unless asked
         env["MLFLOW_RUN_NAME"] = run_name
         if tracking.get("project"):
             env["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
@@ -149,12 +151,14 @@ def train(job, *, step_id: str = "train", events_path: Optional[str] = None, fin
     import time
 
     from engine.backends.callbacks import CheckpointCallback, MetricsCallback, use_rich_progress
+    from engine.runs.tracking import config_callback
 
     start = time.time()
     trainer = method_module(job.method).build_trainer(job)
     built = time.time()
     metrics_cb = MetricsCallback(Path(job.step_dir) / "train_log.jsonl", events_path, step_id)
     trainer.add_callback(metrics_cb)
+    trainer.add_callback(config_callback(trainer, job.step_dir, step_id, events_path))  # recipe + lock to trackers
     checkpoints = job.params.get("checkpoints") or {}
     if checkpoints.get("every", "none") != "none":
         trainer.add_callback(CheckpointCallback(trainer, Path(final_dir), checkpoints))

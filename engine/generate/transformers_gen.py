@@ -120,6 +120,38 @@ class StopStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class LogprobRecorder:
+    """Logits processor (first in the list): the model's log-probs of each chosen token and the top k per step.
+
+    At step t it sees the token chosen at step t-1 (the last column of input_ids) and reads its log-prob from the
+    previous step's log-softmax, so only one step's distribution is held at a time (not steps x vocab, which is
+    gigabytes for a 150k vocabulary); `finish` takes the last step's token. Raw model log-probs: before
+    temperature and top-p, as vLLM and OpenAI report them.
+    """
+
+    def __init__(self, top: int):
+        self.top = int(top)
+        self.previous: Any = None
+        self.chosen: list[list[float]] = []
+        self.tops: list[tuple[list[list[float]], list[list[int]]]] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.previous is not None:
+            self.finish(input_ids[:, -1])
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        if self.top:
+            values, ids = torch.topk(self.previous, min(self.top, self.previous.shape[-1]))
+            self.tops.append((values.tolist(), ids.tolist()))
+        return scores
+
+    def finish(self, tokens: Any) -> None:
+        if self.previous is not None:
+            self.chosen.append(self.previous.gather(1, tokens[:, None].to(self.previous.device)).squeeze(1).tolist())
+            self.previous = None
+
+
 class TransformersGenerator:
     name = "transformers"
 
@@ -245,29 +277,32 @@ class TransformersGenerator:
         cache = self._kv_cache(input_ids, mask, copies, first.max_new_tokens)
         if copies > 1:  # the n sample rows of each prompt (what num_return_sequences does)
             input_ids, mask = input_ids.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
-        want_logprobs = first.logprobs is not None
         config = GenerationConfig(
             max_new_tokens=first.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            return_dict_in_generate=True, output_logits=want_logprobs)
-        processors = LogitsProcessorList([SeededSampling(first.temperature, first.top_p, seeds, self.device)] if sampled else [])
+            return_dict_in_generate=True)
         stopping = StoppingCriteriaList([StopStrings(self.tokenizer, first.stop, input_ids.shape[1])] if first.stop else [])
-        def run(cache: Any) -> Any:
+
+        def run(cache: Any) -> tuple[Any, Optional[LogprobRecorder]]:
+            recorder = LogprobRecorder(first.logprobs) if first.logprobs is not None else None
+            processors = LogitsProcessorList(([recorder] if recorder else []) + (
+                [SeededSampling(first.temperature, first.top_p, seeds, self.device)] if sampled else []))
             with torch.inference_mode():
-                return self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                           logits_processor=processors, stopping_criteria=stopping,
-                                           **({"past_key_values": cache} if cache is not None else {}))
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                          logits_processor=processors, stopping_criteria=stopping,
+                                          **({"past_key_values": cache} if cache is not None else {}))
+            if recorder is not None:
+                recorder.finish(out.sequences[:, -1])
+            return out, recorder
 
         try:
-            out = run(cache)
+            out, recorder = run(cache)
         except Exception:  # noqa: BLE001 - a model that cannot generate with a static cache: the default one
             if cache is None:
                 raise
             self._static_ok = False
-            processors = LogitsProcessorList([SeededSampling(first.temperature, first.top_p, seeds, self.device)] if sampled else [])
-            out = run(None)
+            out, recorder = run(None)
         generated = out.sequences[:, input_ids.shape[1]:].tolist()
-        logits = torch.stack(out.logits, dim=1).float() if want_logprobs else None  # [rows, steps, vocab]
         results = []
         for b, (request, _, ids) in enumerate(batch):
             texts, reasons, lps, used = [], [], [], 0
@@ -277,13 +312,13 @@ class TransformersGenerator:
                 texts.append(text)
                 reasons.append(reason)
                 used += len(tokens)
-                if logits is not None:
-                    lps.append(self._token_logprobs(logits[row], tokens, request.logprobs or 0))
+                if recorder is not None:
+                    lps.append(self._token_logprobs(recorder, row, tokens))
             if copies < request.n:
                 texts, reasons, lps = texts * request.n, reasons * request.n, lps * request.n
                 used *= request.n
             results.append(GenerationResult(id=request.id, texts=texts, finish_reasons=reasons,
-                                            logprobs=lps if logits is not None else None,
+                                            logprobs=lps if recorder is not None else None,
                                             prompt_tokens=len(ids), completion_tokens=used))
         return results
 
@@ -350,17 +385,14 @@ class TransformersGenerator:
                 lo = mid + 1
         return lo
 
-    def _token_logprobs(self, logits: Any, tokens: list[int], top: int) -> list[dict]:
-        import torch
-
+    def _token_logprobs(self, recorder: "LogprobRecorder", row: int, tokens: list[int]) -> list[dict]:
         out = []
         for step, token in enumerate(tokens):
-            lp = torch.log_softmax(logits[step], dim=-1)
-            entry = {"token": self.tokenizer.decode([token]), "id": token, "logprob": float(lp[token])}
-            if top:
-                values, ids = torch.topk(lp, min(top, lp.shape[-1]))
-                entry["top"] = [{"token": self.tokenizer.decode([int(i)]), "id": int(i), "logprob": float(v)}
-                                for v, i in zip(values.tolist(), ids.tolist())]
+            entry = {"token": self.tokenizer.decode([token]), "id": token, "logprob": recorder.chosen[step][row]}
+            if recorder.top:
+                values, ids = recorder.tops[step]
+                entry["top"] = [{"token": self.tokenizer.decode([i]), "id": i, "logprob": v}
+                                for v, i in zip(values[row], ids[row])]
             out.append(entry)
         return out
 

@@ -4,7 +4,9 @@
 completion tokens + (1 − alpha) · cross-entropy on the targets. The teacher runs frozen beside the student and
 must share its vocabulary. (TRL 1.16's DistillationTrainer is on-policy — the student generates — which is a
 different method; this is classic supervised KD.)
-`mode: sequence`: plain SFT on the rows, which hold the teacher's outputs (e.g. from a `collect` step).
+`mode: sequence`: plain SFT on the rows, which hold the teacher's outputs: rows from a `collect` step of the
+teacher (with `samples`) train on the teacher's first non-empty sample as `response` (the target of templates
+such as tutoring/socratic), written to `teacher_outputs.jsonl` in the step directory; other rows as they are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def config_fields(params: dict) -> dict:
 
 def build_trainer(job: TrainJob):
     if job.params.get("mode", "logits") == "sequence":
-        return sft.build_trainer(job)
+        return sft.build_trainer(_with_teacher_outputs(job))
     if job.teacher is None:
         raise EngineError("distill mode logits needs `teacher:` (a model sharing the student's tokenizer)")
     teacher = load_model(job.teacher, trainable=False).eval()
@@ -77,3 +79,29 @@ def _trainer_class():
 
         _CLASS = LogitsDistillationTrainer
     return _CLASS
+
+
+def _with_teacher_outputs(job: TrainJob) -> TrainJob:
+    """Rows collected from the teacher (`samples`) get its first non-empty sample as `response`."""
+    import dataclasses
+    import json
+
+    from engine.methods.job import read_rows
+
+    rows = read_rows(job.data_path)
+    if not any("samples" in row for row in rows):
+        return job
+    out, dropped = [], 0
+    for row in rows:
+        reply = next((s for s in row.get("samples") or [] if isinstance(s, str) and s.strip()), None)
+        if reply is None:
+            dropped += 1
+            continue
+        out.append({k: v for k, v in row.items() if k not in ("samples", "finish_reasons", "errors")} | {"response": reply})
+    if not out:
+        raise EngineError(f"distill: none of the {len(rows)} teacher rows has a non-empty sample to train on")
+    path = job.step_dir / "teacher_outputs.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for row in out:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return dataclasses.replace(job, data_path=path)

@@ -65,6 +65,10 @@ def to_dataset(examples: list[dict]):
     """A `datasets.Dataset` from example dicts; columns Arrow cannot type (mixed str/list, ...) become JSON text."""
     from datasets import Dataset
 
+    columns: dict[str, None] = {}
+    for ex in examples:  # every row's fields: Dataset.from_list takes the columns of the first row only
+        columns.update(dict.fromkeys(ex))
+    examples = [{k: ex.get(k) for k in columns} for ex in examples]
     try:
         return Dataset.from_list(examples)
     except Exception:  # noqa: BLE001 - pyarrow raises several types for mixed columns

@@ -142,8 +142,8 @@ class _Compiler:
         """`when:` using only vars is decided now (True/False); one that needs the epoch stays an expression."""
         if expr is None:
             return True
-        if expression_names(expr) <= {"vars"}:
-            return evaluate_bool(expr, {"vars": r.vars})
+        if expression_names(expr) <= {"vars"}:  # an inline stage sees the pipeline's vars under its own
+            return evaluate_bool(expr, {"vars": {**self.recipe.vars, **(r.vars or {})}})
         return expr
 
     def _step(self, name: str, step, path: tuple, r) -> dict:
@@ -160,6 +160,16 @@ class _Compiler:
             if "${" in text and sub and sub[-1] != "save":
                 inputs[".".join(map(str, sub))] = text
         params = _dump(step, exclude={"when", "save", "use"})
+        if step.use == "evaluate":
+            # a task's own values only (its defaults would hide the step's settings), then the suite's tasks
+            params["tasks"] = {n: t.model_dump(mode="json", by_alias=True, exclude_unset=True) for n, t in step.tasks.items()}
+            if step.suite:
+                suite_tasks = self._suite_tasks(step.suite, {**self.recipe.suites, **(getattr(r, "suites", None) or {})})
+                params["tasks"] = {**suite_tasks, **params["tasks"]}
+                for task_name, task in suite_tasks.items():
+                    for sub, text in iter_strings(task):
+                        if "${" in text:
+                            inputs.setdefault(".".join(map(str, ("tasks", task_name) + tuple(sub))), text)
         if getattr(step, "model", "absent") is None and step.use in ("train", "evaluate"):
             inputs["model"] = "${model}"
         entry: dict[str, Any] = {
@@ -175,6 +185,17 @@ class _Compiler:
         if isinstance(step, _TrainCommon):
             entry["launch"] = self._train_launch(step, path, r)
         return entry
+
+    def _suite_tasks(self, name: str, suites: dict, seen: tuple = ()) -> dict:
+        """The tasks of suite `name` with those of the suites it includes (included first), as set in the recipe."""
+        suite = suites.get(name)
+        if suite is None or name in seen:
+            return {}
+        out: dict[str, Any] = {}
+        for other in suite.include:
+            out.update(self._suite_tasks(other, suites, seen + (name,)))
+        out.update({n: t.model_dump(mode="json", by_alias=True, exclude_unset=True) for n, t in suite.tasks.items()})
+        return out
 
     def _train_launch(self, step: _TrainCommon, path: tuple, r) -> Optional[dict]:
         launch = r.launch

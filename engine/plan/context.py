@@ -17,6 +17,7 @@ Artifacts are plain JSON dicts with a `type`:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -45,7 +46,19 @@ class StepContext:
         """A step field: the resolved input when it was a reference, else the compiled parameter."""
         if name in self.inputs:
             return self.inputs[name]
-        return self.step.get("params", {}).get(name, default)
+        value = self.step.get("params", {}).get(name, default)
+        nested = {k[len(name) + 1:]: v for k, v in self.inputs.items() if k.startswith(name + ".")}
+        if nested and isinstance(value, dict):  # references inside a mapping (e.g. tasks.gsm8k.data), resolved
+            value = copy.deepcopy(value)
+            for dotted, resolved in nested.items():
+                node, *parts = [value, *dotted.split(".")]
+                for part in parts[:-1]:
+                    node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+                if isinstance(node, list):
+                    node[int(parts[-1])] = resolved
+                else:
+                    node[parts[-1]] = resolved
+        return value
 
 
 class StepExecutor(Protocol):

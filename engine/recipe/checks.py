@@ -49,7 +49,8 @@ def iter_strings(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
         yield path, node
 
 
-def check_recipe(v, errors: ErrorCollector, *, check_files: bool, stack: tuple) -> None:
+def check_recipe(v, errors: ErrorCollector, *, check_files: bool, stack: tuple,
+                 outer_stages: Optional[dict] = None) -> None:
     locate = v.loaded.location
     recipe = v.recipe
     _check_names(recipe, errors, locate)
@@ -57,7 +58,7 @@ def check_recipe(v, errors: ErrorCollector, *, check_files: bool, stack: tuple) 
     if check_files:
         _check_files(recipe, errors, locate)
     v.trust = _trust(recipe)
-    _ReferenceChecker(v, errors, stack).run()
+    _ReferenceChecker(v, errors, stack, outer_stages).run()
 
 
 # --- names ---------------------------------------------------------------------------------------------
@@ -90,7 +91,8 @@ def _check_names(recipe: Any, errors: ErrorCollector, locate) -> None:
             errors.add(f"unknown dataset adapter '{adapter}'", path + ("adapter",), why="adapters are registered by name",
                        fix=choose_from(adapter, catalog.ADAPTERS.names()), location=locate(path + ("adapter",)))
         template = getattr(block, "template", None)
-        if isinstance(template, str) and not template.endswith((".yaml", ".yml")) and template not in templates:
+        builtin = {"judge/rubric"}  # the LLM judge's built-in rubric (engine/score/judge.py), the Judge default
+        if isinstance(template, str) and not template.endswith((".yaml", ".yml")) and template not in templates | builtin:
             errors.add(f"unknown template '{template}'", path + ("template",), why="named templates ship in templates/",
                        fix=choose_from(template, templates), location=locate(path + ("template",)))
 
@@ -174,13 +176,15 @@ def _trust(recipe: Any) -> list[str]:
 class _ReferenceChecker:
     """Builds the scope of each part of the recipe and checks every `${...}` in it."""
 
-    def __init__(self, v, errors: ErrorCollector, stack: tuple):
+    def __init__(self, v, errors: ErrorCollector, stack: tuple, outer_stages: Optional[dict] = None):
         self.v, self.errors, self.stack = v, errors, stack
+        self.outer_stages = dict(outer_stages or {})  # a file stage sees the earlier stages of its pipeline
         self.locate = v.loaded.location
 
     def run(self) -> None:
         r = self.v.recipe
         base = self._base_scope(r)
+        base.stages = dict(self.outer_stages)
         outputs_scope = base
         if isinstance(r, (TrainRecipe, EvalRecipe, LoopRecipe)):
             outputs_scope = self._graph(r, base, ())
@@ -298,7 +302,7 @@ class _ReferenceChecker:
             scope = refs.Scope(data=base.data, has_model=base.has_model, vars=base.vars, stages=dict(stages),
                                later_stages=set(names[i:]))
             if isinstance(stage, RecipeStage):
-                stages[name] = self._file_stage(name, stage, path)
+                stages[name] = self._file_stage(name, stage, path, scope.stages)
             elif isinstance(stage, (InlineTrain, InlineEval, InlineLoop)):
                 inner = self._base_scope(stage, scope)
                 inner.stages, inner.later_stages = scope.stages, scope.later_stages
@@ -321,7 +325,10 @@ class _ReferenceChecker:
         except refs.ReferenceError_:
             return A.value
 
-    def _file_stage(self, name: str, stage: RecipeStage, path: tuple) -> dict[str, ArtifactType]:
+    def _file_stage(self, name: str, stage: RecipeStage, path: tuple,
+                    earlier: dict[str, dict[str, ArtifactType]]) -> dict[str, ArtifactType]:
+        """A `recipe: FILE` stage, validated on its own with its `set:`/`profile:`; references to the pipeline's
+        earlier stages (`set: {evaluate.model: ${stages.train.model}}`) are checked against those stages."""
         from engine.recipe.loader import list_shipped_recipes, load_recipe, resolve_recipe_path
         from engine.recipe.validate import validate
 
@@ -344,7 +351,7 @@ class _ReferenceChecker:
                 return {}
             sets = [f"{k}={json.dumps(val)}" for k, val in stage.set.items()]
             sub = validate(load_recipe(target, profiles=stage.profile, sets=sets),
-                           _stack=self.stack + (self.v.loaded.path.resolve(),))
+                           _stack=self.stack + (self.v.loaded.path.resolve(),), _stages=earlier)
         except RecipeErrors as exc:
             for err in exc.errors:
                 if err.location is not None and not err.location.file.startswith("<"):

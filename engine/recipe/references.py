@@ -241,8 +241,12 @@ def _subfield(tp: ArtifactType, rest: tuple[str, ...], where: str) -> ArtifactTy
     return A.value
 
 
-def check(text: str, scope: Scope, expected: Optional[ArtifactType]) -> tuple[list[Target], list[ReferenceError_]]:
-    """Check every reference in one string value. Returns (targets, problems)."""
+def check(text: str, scope: Scope, expected: Optional[ArtifactType | tuple]) -> tuple[list[Target], list[ReferenceError_]]:
+    """Check every reference in one string value. Returns (targets, problems).
+
+    `expected` is the type the field takes, or a tuple of types it accepts (the first one names it in messages)."""
+    accepted = tuple(expected) if isinstance(expected, tuple) else (expected,)
+    expected = accepted[0]
     targets: list[Target] = []
     problems: list[ReferenceError_] = unclosed(text)
     for inner, whole in find(text):
@@ -261,11 +265,12 @@ def check(text: str, scope: Scope, expected: Optional[ArtifactType]) -> tuple[li
         if not types:
             continue
         if whole and expected is not None and expected != A.value:
-            wrong = [t for t in types if t not in (expected, A.value)]
+            wrong = [t for t in types if t not in (*accepted, A.value)]
             if wrong:
+                names = " or ".join(t.value for t in accepted)
                 problems.append(ReferenceError_(
-                    f"'${{{inner}}}' is a {wrong[0].value}, but a {expected.value} is expected here",
-                    f"this field takes a {expected.value}", _FIX_BY_TYPE.get(expected.value, "")))
+                    f"'${{{inner}}}' is a {wrong[0].value}, but a {names} is expected here",
+                    f"this field takes a {names}", _FIX_BY_TYPE.get(expected.value, "")))
         if not whole and any(t not in (A.value,) for t in types):
             kinds = sorted({t.value for t in types if t != A.value})
             problems.append(ReferenceError_(

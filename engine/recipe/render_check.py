@@ -60,6 +60,10 @@ def render_checks(v) -> list[str]:
         row = first_row(v, data)
         if row is None:
             continue
+        if isinstance(spec, str) and spec.endswith((".yaml", ".yml")) and not Path(spec).is_absolute():
+            from engine.recipe.checks import resolve_local
+
+            spec = str(resolve_local(spec, locate(path + ("template",))))  # relative to the file that wrote it
         template = load_template(spec)
         with_target = step.use == "train"
         problems = check_template(template, row, with_target=with_target)

@@ -35,8 +35,12 @@ class ValidatedRecipe:
     stage_recipes: dict[str, "ValidatedRecipe"] = field(default_factory=dict)  # pipeline stages from files
 
 
-def validate(loaded: LoadedRecipe, *, check_files: bool = True, _stack: tuple = ()) -> ValidatedRecipe:
-    """Validate a loaded recipe; raise RecipeErrors with every problem found."""
+def validate(loaded: LoadedRecipe, *, check_files: bool = True, _stack: tuple = (),
+             _stages: Optional[dict] = None) -> ValidatedRecipe:
+    """Validate a loaded recipe; raise RecipeErrors with every problem found.
+
+    `_stages` (the earlier stages of the pipeline that runs this file as a stage) may be referenced as
+    `${stages.NAME.OUTPUT}`, e.g. from the stage's `set:`."""
     errors = ErrorCollector()
     tree = loaded.tree
     version = tree.get("recipe")
@@ -60,7 +64,7 @@ def validate(loaded: LoadedRecipe, *, check_files: bool = True, _stack: tuple = 
     validated = ValidatedRecipe(loaded=loaded, tree=tree, recipe=recipe)
     from engine.recipe.checks import check_recipe  # local: checks imports templates and expressions
 
-    check_recipe(validated, errors, check_files=check_files, stack=_stack)
+    check_recipe(validated, errors, check_files=check_files, stack=_stack, outer_stages=_stages)
     errors.raise_if_any()
     return validated
 

@@ -27,7 +27,7 @@ from engine.plan.steps.rows import write_metrics, write_rows
 from engine.recipe.errors import EngineError
 from engine.runs.atomic import atomic_write_json, read_jsonl
 
-TASK_FIELDS = ("template", "scorer", "limit", "k", *GENERATION_FIELDS, "generator", "batch_size")
+TASK_FIELDS = ("template", "scorer", "limit", "k", *GENERATION_FIELDS, "generator", "batch_size", "workers")
 
 
 def _task_name(ctx: StepContext) -> str:
@@ -83,8 +83,8 @@ def run(ctx: StepContext) -> dict[str, dict]:
         settings = _settings(task, ctx.seed)
         out_path = ctx.step_dir / "generations" / f"{name}.jsonl"
         options = {"generator": task.get("generator") or "auto", "batch_size": int(task.get("batch_size") or 16)}
-        collect(model, rows, template, settings, out_path, options=options, recipe_dir=ctx.recipe_dir,
-                resources=ctx.resources, input_fingerprint=data.get("fingerprint"), emit=ctx.emit)
+        collect(model, rows, template, settings, out_path, options=options, workers=int(task.get("workers") or 1),
+                recipe_dir=ctx.recipe_dir, resources=ctx.resources, input_fingerprint=data.get("fingerprint"), emit=ctx.emit)
         generated = read_jsonl(out_path)
         predictions = [g.get("samples") or [] for g in generated]
         if judgment:
@@ -117,7 +117,7 @@ def _scored(rows: list[dict], predictions: list[list], task: dict, n_boot: int, 
     choice = task.get("scorer")
     if not choice:
         raise EngineError("a task without `judgment` needs a `scorer`")
-    k = list(task.get("k") or [1])
+    k = [1] if task.get("k") is None else list(task["k"])  # `k: []`: no pass@k
     results = score_rows(rows, predictions, choice, k=k)
     per_scorer = summarize_scores(rows, results, n_boot=n_boot, seed=seed)
     main = choice_names(choice)[0]
@@ -157,7 +157,7 @@ def _judgment(ctx, model, template, rows, predictions, judgment: dict, settings:
     ci = bootstrap_ci([r.get("accuracy") for r in results], [r.get("id", i) for i, r in enumerate(rows)], n_boot=n_boot, seed=ctx.seed)
     auroc = metrics["auroc"]
     flat = {"judgment_accuracy": metrics["accuracy"], "accuracy": metrics["accuracy"],
-            "auroc": auroc.get("auroc") if isinstance(auroc, dict) else auroc}
+            "auroc": auroc.get("value") if isinstance(auroc, dict) else auroc}  # metrics.auroc -> {"value": ...}
     per_row = [{"judgment": r.get("judgment"), "p_yes": r.get("p_yes"), "p_source": r.get("p_source"),
                 "correct": r.get("correct"), "item_values": {"accuracy": r.get("accuracy")}} for r in results]
     return {"judgment": metrics, "accuracy_ci": ci, "rows": len(rows), "flat": flat}, per_row
@@ -172,7 +172,8 @@ def _values(task_metrics: dict, summary: dict, ctx, model: dict, templates: dict
         "summary": {**summary, "accuracy": overall},
         "accuracy": overall,
         "rows": sum(m.get("rows", 0) for m in task_metrics.values()),
-        "setup": {"model": model.get("path") or model.get("url"), "generator": ctx.param("generator") or "auto",
+        "setup": {"model": model.get("path") or model.get("url"), "name": (model.get("source") or {}).get("name"),
+                  "generator": ctx.param("generator") or "auto",
                   "templates": templates, "suite": ctx.param("suite"), "temperature": ctx.param("temperature"),
                   "max_new_tokens": ctx.param("max_new_tokens"),
                   "chat_template": (model.get("source") or {}).get("chat_template")},
@@ -192,9 +193,13 @@ def _results_json(values: dict, task_metrics: dict) -> dict:
     datasets = []
     for name, m in task_metrics.items():
         flat = m.get("flat", {})
-        keep = {k: v for k, v in flat.items() if "." not in k and k in ("accuracy", "em", "f1", "pass@1", "score")}
+        # the main scorer's values (accuracy, EM/F1, pass@k, socratic, refusal, ...), then the other scorers' accuracy
+        keep = {k: v for k, v in flat.items() if "." not in k}
+        keep.update({k: v for k, v in flat.items() if k.count(".") == 1 and k.endswith(".accuracy") and k not in keep})
         datasets.append({"dataset": name, "metrics": keep, "n": m.get("rows", 0)})
-    return {"model": values["setup"]["model"], "datasets": datasets, "overall": {"accuracy": values["accuracy"]}}
+    setup = values["setup"]
+    return {"model": setup.get("name") or setup["model"], "path": setup["model"], "datasets": datasets,
+            "overall": {"accuracy": values["accuracy"]}}
 
 
 def _compare_to(ctx: StepContext, metrics_artifact: dict) -> dict | None:

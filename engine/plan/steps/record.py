@@ -35,6 +35,12 @@ def run(ctx: StepContext) -> dict[str, dict]:
         lines += [f"- {name}: {s.get('source')} {s.get('path') or s.get('file') or ''} (adapter {s.get('adapter')})".rstrip()
                   for name, s in sources.items()]
         lines.append("")
+    training = _training_sources(plan["graph"])
+    if training:
+        lines.append("**Training data:**")
+        lines += [f"- {name}: {s.get('source')} {s.get('path') or s.get('file') or ''} (adapter {s.get('adapter')})".rstrip()
+                  for name, s in training.items()]
+        lines.append("")
     for step in _train_steps(plan["graph"]):
         p = step["params"]
         batch = (step.get("launch") or {}).get("batch") or {}
@@ -45,10 +51,33 @@ def run(ctx: StepContext) -> dict[str, dict]:
     lines.append("**Results:**")
     for section, metrics in (ctx.param("results") or {}).items():
         values = (metrics or {}).get("values", {}) if isinstance(metrics, dict) else {}
-        summary = values.get("summary") or {k: v for k, v in values.items() if isinstance(v, (int, float))}
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items() if isinstance(v, (int, float)))
-        lines.append(f"- {section}: {shown or 'no numeric metrics'}")
+        lines += _result_lines(section, values)
     lines += ["", "**Key Findings:**", "", ctx.param("notes") or "- (write what you learned here)", ""]
     path = ctx.step_dir / (ctx.save_name or "README.md")
     atomic_write_text(path, "\n".join(lines))
     return {"record": {"type": "Value", "value": str(path), "path": str(path)}}
+
+
+def _training_sources(graph: dict) -> dict:
+    """The data sources of the recipe files that pipeline stages train with (e.g. tutoring/sft's training data)."""
+    out: dict = {}
+    for stage in (graph.get("stages") or {}).values() if graph.get("type") == "pipeline" else ():
+        if stage.get("type") == "recipe" and _train_steps(stage["plan"]["graph"]):
+            out.update(((stage["plan"].get("data") or {}).get("sources") or {}))
+    return out
+
+
+def _result_lines(section: str, values: dict) -> list[str]:
+    """One line per task of an evaluation (`TASK: metric value, ...`: the main scorer's values), else the numbers."""
+    summary = values.get("summary") or {k: v for k, v in values.items() if isinstance(v, (int, float))}
+    tasks: dict[str, list[str]] = {}
+    for key, value in summary.items():
+        task, _, metric = key.partition(".")
+        if metric and "." not in metric and metric != "score" and isinstance(value, (int, float)):
+            tasks.setdefault(task, []).append(f"{metric} {_fmt(value)}")
+    if not tasks:
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items() if isinstance(v, (int, float)))
+        return [f"- {section}: {shown or 'no numeric metrics'}"]
+    overall = summary.get("accuracy")
+    head = f"- {section}:" + (f" accuracy {_fmt(overall)} over all rows" if isinstance(overall, (int, float)) else "")
+    return [head] + [f"  - {task}: {', '.join(items)}" for task, items in tasks.items()]

@@ -111,7 +111,7 @@ def launch(ctx: StepContext, prepared: dict) -> dict:
 
         atomic_write_json(ctx.step_dir / "launch.json", {"launcher": "python", "in_process": True, "env": env})
         try:
-            with _environ({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}):
+            with _environ({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}), _hub_telemetry(env):
                 return run_here(ctx.step_dir, reward_funcs=ctx.resources.get("reward_funcs"))
         finally:
             import gc
@@ -178,6 +178,24 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _hub_telemetry(env: dict[str, str]) -> Iterator[None]:
+    """huggingface_hub reads HF_HUB_DISABLE_TELEMETRY once, at import; in this process it was imported before the
+    step set the variable (TRL's trainers send telemetry through it), so the setting is applied to the loaded module."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    old = constants.HF_HUB_DISABLE_TELEMETRY
+    if env.get("HF_HUB_DISABLE_TELEMETRY", "").lower() in ("1", "true", "yes", "on"):
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_TELEMETRY = old
 
 
 def collect(ctx: StepContext, prepared: dict, result: dict) -> dict[str, dict]:
