@@ -1,6 +1,7 @@
 """Every seed's smoke profile end to end (`recipe run NAME -p smoke`), outputs checked against the seed.
 
-Seeds 001 (mixed_grpo), 002 (tutoring) and 003 (know_thyself); seed 000's routers run in test_train_recipes.py.
+Seeds 000 (cobench routing), 001 (mixed_grpo), 002 (tutoring) and 003 (know_thyself); seed 000's router training
+alone runs in test_train_recipes.py.
 Each test runs the shipped recipe through the CLI in this process with a tiny model and a few local rows, then
 checks the files under the seed's names, the shape of results and summary tables, and recomputes metric
 values from the per-row files. The session's engine cache is shared, so steps that two recipes have in common
@@ -50,6 +51,42 @@ def state(run_dir: Path) -> dict:
 def mean(values) -> float:
     values = [float(v) for v in values if v is not None]
     return sum(values) / len(values)
+
+
+# --- seed 000: CoBench routers -------------------------------------------------------------------------------
+
+
+def test_cobench_routing_smoke(root):
+    run_dir = run(root, "cobench/routing", "-p", "smoke")
+    steps = run_dir / "steps"
+    data = Path(__file__).parents[1] / "recipes/cobench/data"
+    labels = {(r["question"], r["llm_id"]): r["label"] for r in rows(data / "sample_heldout_data.jsonl")}
+
+    deberta = json.loads((steps / "route_deberta" / "metrics.json").read_text())
+    routes = rows(steps / "route_deberta" / "routes.jsonl")
+    assert len(routes) == deberta["questions"] == 8 and deberta["rows"] == 16
+    for r in routes:  # the cheapest trusted candidate, else the most likely
+        trusted = [llm for llm in ("qwen2.5-7b", "gpt-4") if r["p_correct"][llm] >= 0.5]
+        assert r["routed_to"] == (trusted[0] if trusted else max(r["p_correct"], key=r["p_correct"].get))
+        assert r["label"] == labels[(r["question"], r["routed_to"])]
+    for llm in ("qwen2.5-7b", "gpt-4"):
+        assert deberta["routed_share"][llm] == pytest.approx(mean(r["routed_to"] == llm for r in routes))
+    assert deberta["routed_correct"] == pytest.approx(mean(r["label"] for r in routes))
+    predicted = {(r["question"], llm): int(p >= 0.5) for r in routes for llm, p in r["p_correct"].items()}
+    assert deberta["accuracy"] == pytest.approx(mean(predicted[k] == y for k, y in labels.items()))
+    assert deberta["oracle"] == 1.0 and deberta["always"] == {"qwen2.5-7b": 0.5, "gpt-4": 1.0}
+    router = (steps / "deberta" / "train" / "router_config.yaml").read_text()
+    assert 'router_type: "trained_deberta"' in router and deberta["router"]["model"] in router
+
+    llm = json.loads((steps / "route_llm" / "metrics.json").read_text())
+    replies = rows(steps / "route_llm" / "routes.jsonl")
+    assert len(replies) == llm["rows"] == 8
+    assert [r["expected"] for r in replies] == ["easy"] * 4 + ["hard"] * 4
+    assert llm["accuracy"] == pytest.approx(mean(r["class"] == r["expected"] for r in replies))
+    assert llm["parsed"] == pytest.approx(mean(r["class"] is not None for r in replies))
+    for target in ("qwen2.5-7b", "gpt-4", "none"):
+        assert llm["routed_share"].get(target, 0.0) == pytest.approx(mean(r["routed_to"] == target for r in replies))
+    assert 'router_type: "llm"' in (steps / "llm" / "train" / "router_config.yaml").read_text()
 
 
 # --- seed 001: mixed-domain GRPO ------------------------------------------------------------------------------

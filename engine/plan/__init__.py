@@ -11,6 +11,7 @@ for _name, _help in {
     "evaluate": "evaluate a model or endpoint on data or suites",
     "merge": "merge a LoRA adapter into its base",
     "serve": "serve a model over an OpenAI-compatible API",
+    "route": "evaluate a trained router: decisions, accuracy, share routed per LLM",
     "data": "materialize data outputs to files",
     "compare": "compare two sets of metrics",
     "record": "write an experiment record",
@@ -24,6 +25,7 @@ STEPS.register("select", "engine.plan.steps.select:run")
 STEPS.register("score", "engine.plan.steps.score:run")
 STEPS.register("label", "engine.plan.steps.label:run")
 STEPS.register("collect", "engine.plan.steps.collect:run")
+STEPS.register("route", "engine.plan.steps.route:run")
 STEPS.register("data", "engine.plan.steps.data:run")
 STEPS.register("evaluate", "engine.plan.steps.evaluate:run")
 STEPS.register("compare", "engine.plan.steps.compare:run")

@@ -52,7 +52,7 @@ def _tasks(ctx: StepContext) -> dict[str, dict]:
     return out
 
 
-def _settings(task: dict, seed: int) -> dict:
+def generation_settings(task: dict, seed: int) -> dict:
     return {"n": int(task.get("n") or 1), "temperature": float(task.get("temperature") or 0.0),
             "top_p": float(task.get("top_p") or 1.0), "max_new_tokens": int(task.get("max_new_tokens") or 256),
             "stop": list(task.get("stop") or []), "seed": seed if task.get("seed") is None else int(task["seed"]),
@@ -80,7 +80,7 @@ def run(ctx: StepContext) -> dict[str, dict]:
         if template is None:
             raise EngineError(f"{ctx.step_id}: task '{name}' needs a `template:` to prompt the model")
         templates[name] = template.name
-        settings = _settings(task, ctx.seed)
+        settings = generation_settings(task, ctx.seed)
         out_path = ctx.step_dir / "generations" / f"{name}.jsonl"
         options = {"generator": task.get("generator") or "auto", "batch_size": int(task.get("batch_size") or 16)}
         collect(model, rows, template, settings, out_path, options=options, workers=int(task.get("workers") or 1),

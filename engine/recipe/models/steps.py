@@ -215,6 +215,38 @@ class Serve(_Step):
     REFS = {"model": A.model}
 
 
+class Route(_Step):
+    """Evaluate a trained router on held-out rows: its decision per question, accuracy and the share routed to each LLM."""
+
+    use: Literal["route"]
+    model: ModelSpec = Field(description="The trained router, e.g. `${steps.train.model}`.")
+    data: Ref = Field(description="Held-out rows: {question, llm_id, label} (classifier) or {instruction, response} (generative).")
+    router: Literal["classifier", "generative"] = Field(
+        "classifier", description="`classifier`: P(correct) per (question, llm_id) pair; `generative`: a class word in the reply.")
+    candidates: list[str] = Field(default_factory=list, description="llm_ids cheapest first (default: as they appear in the data).")
+    threshold: float = Field(0.5, ge=0, le=1, description="Route to the cheapest candidate with P(correct) >= threshold.")
+    question_field: str = "question"
+    candidate_field: str = "llm_id"
+    label_field: str = Field("label", description="The 0/1 label (classifier) or the reference reply holding the class word (generative).")
+    text_fields: list[str] = Field(default_factory=list, description="Classifier input, as trained (default: [question_field, candidate_field]).")
+    max_length: int = Field(512, ge=8)
+    classes: dict[str, str] = Field(default_factory=dict, description="Generative: a word in the reply -> llm_id, e.g. `{easy: qwen2.5-7b, hard: gpt-4}`.")
+    template: Optional[TemplateSpec] = Field(None, description="Generative: the prompt the router was trained with.")
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
+    limit: Optional[int] = Field(None, ge=1)
+
+    OUTPUTS = {"metrics": A.metrics, "rows": A.dataset}
+    REFS = {"model": A.model, "data": A.dataset}
+
+    @model_validator(mode="after")
+    def _generative_needs(self) -> "Route":
+        if self.router == "generative" and (not self.classes or self.template is None):
+            raise ValueError("a generative router needs `classes:` (a word in its reply -> llm_id) and the `template:` it "
+                             "was trained with; add e.g. `classes: {easy: qwen2.5-7b, hard: gpt-4}` and `template: alpaca/instruction`")
+        return self
+
+
 class DataBuild(_Step):
     """Materialize data outputs to files (per-source splits, mixes, info.json, test_index.json)."""
 
@@ -252,7 +284,7 @@ class Record(_Step):
 
 
 Step = Annotated[
-    Union[TrainStep, Collect, Score, Label, Select, Evaluate, Merge, Serve, DataBuild, Compare, Record],
+    Union[TrainStep, Collect, Score, Label, Select, Evaluate, Merge, Serve, Route, DataBuild, Compare, Record],
     Field(discriminator="use"),
 ]
-STEP_TYPES = ("train", "collect", "score", "label", "select", "evaluate", "merge", "serve", "data", "compare", "record")
+STEP_TYPES = ("train", "collect", "score", "label", "select", "evaluate", "merge", "serve", "route", "data", "compare", "record")
