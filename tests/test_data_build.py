@@ -219,7 +219,7 @@ print(elapsed, heavy, row["answers"])
 
 
 def test_light_modules_do_not_import_datasets():
-    code = ("import sys, engine.data, engine.data.adapters, engine.data.peek, engine.data.transforms, "
+    code = ("import sys, engine.data, engine.data.adapters, engine.data.peek, engine.data.transforms, engine.data.executors, "
             "engine.data.sources, engine.data.split, engine.data.mix, engine.data.build, engine.data.taxonomy\n"
             "print([m for m in ('datasets', 'pyarrow', 'torch', 'transformers') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -253,8 +253,9 @@ def test_cli_data_errors_exit_1_without_traceback(tmp_path):
 
 
 def test_every_row_of_every_fixture_is_the_same_through_arrow_and_plain_python(tmp_path):
+    from engine.data.executors import run_rows
     from engine.data.sources import iter_file_rows, resolve
-    from engine.data.transforms import compile_pipeline, output_row, run_rows
+    from engine.data.transforms import compile_pipeline, output_row
 
     sources = {name: fixture(name) for name in ADAPTED}
     v = make(tmp_path, sources)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.data.build import materialize
+from engine.data.executors import run_dataset, run_rows, sample_indices
 from engine.data.sources import DataError, inline_rows, resolve
-from engine.data.transforms import compile_pipeline, run_dataset, run_rows, sample_indices
+from engine.data.transforms import compile_pipeline
 from engine.recipe.loader import load_recipe
 from engine.recipe.validate import validate
 

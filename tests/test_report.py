@@ -123,7 +123,7 @@ def test_report_of_a_loop_run(loop_run):
 def test_key_metrics_take_the_last_epoch(loop_run):
     import json
 
-    from engine.runs.report import key_metrics
+    from engine.runs.report_metrics import key_metrics
 
     metrics = json.loads((loop_run / "metrics.json").read_text())
     assert key_metrics(metrics) == {"epoch_2/compare.accuracy.delta": 0.25, "epoch_2/judge.accuracy": 0.8,

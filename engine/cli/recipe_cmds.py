@@ -51,7 +51,7 @@ def _count_steps(r) -> int:
 def compile_cmd(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, output: str | None) -> None:
     """Compile a recipe into its plan (steps, resolved hyperparameters, batch arithmetic, launch commands)."""
     from engine.plan.compile import compile_recipe
-    from engine.recipe.loader import dump_yaml
+    from engine.recipe.yaml_io import dump_yaml
     from engine.recipe.validate import validate as run_validate
 
     loaded = load(recipe, profiles, sets, unsets)
@@ -73,7 +73,7 @@ def compile_cmd(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, output
 def show(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, origin: bool) -> None:
     """Print the resolved recipe (after include, profiles and overrides)."""
     from engine.recipe.errors import format_path
-    from engine.recipe.loader import dump_yaml
+    from engine.recipe.yaml_io import dump_yaml
 
     loaded = load(recipe, profiles, sets, unsets)
     if not origin:

@@ -14,7 +14,7 @@ from engine.cli.output import dump_json, echo, table
 
 def print_comparison(comparison: dict, title: str = "comparison") -> None:
     """The comparison table (rich on a terminal, tab-separated when piped), then verdict lists, flips, warnings."""
-    from engine.runs.report import comparison_notes, comparison_rows
+    from engine.runs.report_metrics import comparison_notes, comparison_rows
 
     rows = comparison_rows(comparison, brief=True)
     table(title, ["metric", "baseline", "candidate", "delta", "95% CI (paired)", "verdict"], rows)

@@ -136,7 +136,8 @@ def load_source(ref: SourceRef, *, recipe_seed: int, base_dir: Optional[Path]) -
     """One source through its pipeline: (Dataset of records, its info for info.json)."""
     from engine.data.sources import fingerprint, inline_rows, load_raw
     from engine.data.encoding import rows_to_dataset
-    from engine.data.transforms import compile_pipeline, run_dataset, run_rows
+    from engine.data.executors import run_dataset, run_rows
+    from engine.data.transforms import compile_pipeline
     from engine.data.fingerprints import short_hash
 
     import datasets

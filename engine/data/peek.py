@@ -52,8 +52,9 @@ def source_for(block: Any, name: str) -> Optional[str]:
 
 def first_row(validated: Any, data_name: str, *, block: Any = None, block_path: tuple = ("data",)) -> Optional[dict]:
     """The first row of output `data_name` (with or without the `data.` prefix), or None (see the module doc)."""
+    from engine.data.executors import run_rows
     from engine.data.sources import inline_rows, iter_file_rows, resolve
-    from engine.data.transforms import compile_pipeline, output_row, run_rows
+    from engine.data.transforms import compile_pipeline, output_row
     from engine.recipe.models.data import FunctionTransform
 
     block = block if block is not None else getattr(validated.recipe, "data", None)

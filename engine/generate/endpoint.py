@@ -22,9 +22,9 @@ import json
 import os
 import random
 import re
-import threading
 from typing import Any, Optional, Sequence
 
+from engine.generate.aio import run_sync
 from engine.generate.base import Counts, GenerationRequest, GenerationResult, Prompt, failed, sample_seed, trim_at_stop
 from engine.generate.progress import GenerationProgress
 from engine.recipe.errors import EngineError
@@ -58,28 +58,6 @@ def api_key_from(value: Optional[str]) -> Optional[str]:
         raise EngineError(f"the endpoint's api_key names the environment variable {match.group(1)}, which is not set; "
                           f"export it before running")
     return key
-
-
-def run_sync(coroutine: Any) -> Any:
-    """Run a coroutine to completion, also from code already inside an event loop (then in a helper thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coroutine)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = err
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def dotted(data: Any, path: str) -> Any:

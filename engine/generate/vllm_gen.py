@@ -326,7 +326,7 @@ class VLLMServer(_Rendering):
                      chat_template_kwargs: Optional[dict] = None) -> list[dict[str, Optional[float]]]:
         """log P(candidate | prompt), exactly: prompt+candidate token ids sent to /completions with vLLM's
         `prompt_logprobs`, all rows concurrently (the server batches them; prefix caching shares the prompt)."""
-        from engine.generate.endpoint import run_sync
+        from engine.generate.aio import run_sync
 
         cand_ids = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates}
         rows = []

@@ -22,7 +22,7 @@ def _is_run_dir(path: str) -> bool:
 
 def _resolved_tree(source: str) -> dict:
     if _is_run_dir(source):
-        from engine.recipe.loader import load_yaml_file
+        from engine.recipe.yaml_io import load_yaml_file
 
         tree, _ = load_yaml_file(Path(source) / "resolved.yaml", what="a resolved recipe")
         return tree
@@ -50,12 +50,12 @@ def compare_sources(a: str, b: str) -> dict:
 
     For runs, metrics are the numbers of each run's metrics.json as `STEP.METRIC` (evaluations: their summary;
     comparisons: `STEP.METRIC.delta`; training and other steps: their top-level numbers), see
-    `engine.runs.report.run_metrics`."""
+    `engine.runs.report_metrics.run_metrics`."""
     recipe = [c.as_dict() for c in diff_trees(_resolved_tree(a), _resolved_tree(b))]
     result: dict[str, Any] = {"a": a, "b": b, "recipe": recipe}
     if _is_run_dir(a) and _is_run_dir(b):
         from engine.runs.lock import diff_locks
-        from engine.runs.report import run_metrics
+        from engine.runs.report_metrics import run_metrics
 
         result["runs"] = {"a": _run_info(Path(a)), "b": _run_info(Path(b))}
         la, lb = _json(Path(a) / "lock.json"), _json(Path(b) / "lock.json")

@@ -139,25 +139,24 @@ def _template(text: str) -> Any:
     return _ENV.from_string(text)
 
 
-def expression_names(expr: str) -> set[str]:
-    """The top-level names `expr` reads (`vars.lr > 0` -> {'vars'}), for static reference checks."""
+def _parse(expr: str) -> nodes.Template:
+    """The Jinja syntax tree of an expression (`{{ }}` added around a bare one), for static reference checks."""
     kind, body = _split(expr)
     source = "{{ " + body + " }}" if kind == "expr" else body
     try:
-        tree = _ENV.parse(source)
+        return _ENV.parse(source)
     except TemplateSyntaxError as err:
         raise ExpressionError(expr, _syntax_message(err)) from None
-    return set(meta.find_undeclared_variables(tree))
+
+
+def expression_names(expr: str) -> set[str]:
+    """The top-level names `expr` reads (`vars.lr > 0` -> {'vars'}), for static reference checks."""
+    return set(meta.find_undeclared_variables(_parse(expr)))
 
 
 def expression_paths(expr: str) -> set[str]:
     """Dotted attribute paths the expression reads (`vars.adapter == 'lora'` -> {'vars.adapter'})."""
-    kind, body = _split(expr)
-    source = "{{ " + body + " }}" if kind == "expr" else body
-    try:
-        tree = _ENV.parse(source)
-    except TemplateSyntaxError as err:
-        raise ExpressionError(expr, _syntax_message(err)) from None
+    tree = _parse(expr)
     paths: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Name)):
         parts: list[str] = []

@@ -11,48 +11,25 @@ Sections, each present when the run has something for it:
     Other metrics  numbers of the remaining Metrics outputs (label steps' QA accuracy...)
 The PNGs are also written to `report/` so that report.md shows them. Everything is read from the run directory
 (state.json, plan.json, run.json, lock.json, events.jsonl, steps/); writing a report never changes the run.
+Sections are built here from `engine.runs.report_render` blocks, which render them; the numbers read out of
+evaluations and comparisons come from `engine.runs.report_metrics`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from engine.runs import plots
 from engine.runs.atomic import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from engine.runs.report_metrics import comparison_notes, comparison_rows, headline, last_epoch, plotted_metrics
+from engine.runs.report_render import (PLOT_DIR, Plot, Section, Table, Text, ci_text, fmt, render_html,
+                                       render_markdown, slug)
 
-REPORT_MD, REPORT_HTML, PLOT_DIR = "report.md", "report.html", "report"
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
 KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "deepspeed", "vllm", "axolotl")
 MAX_PLOTTED_EVALUATIONS = 6
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-@dataclass
-class Plot:
-    name: str  # file name inside report/
-    png: bytes
-    caption: str
-
-
-@dataclass
-class Text:
-    text: str
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------ entry points
@@ -147,26 +124,6 @@ def _seconds(info: dict) -> Optional[float]:
         return (datetime.fromisoformat(info["ended"]) - datetime.fromisoformat(info["started"])).total_seconds()
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _ci(ci: Any) -> str:
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-        return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
-    return ""
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "plot"
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -267,7 +224,7 @@ def _loops(run: _Run) -> list[Section]:
                   for label, cols in (("AUROC", aurocs), ("Accuracy", others)) if cols]
         png = plots.lines(panels, xlabel="epoch", title="Per-epoch summary", integer_x=True)
         if png:
-            blocks.append(Plot(f"{_slug(prefix + 'loop')}_epochs.png", png, "Per-epoch summary"))
+            blocks.append(Plot(f"{slug(prefix + 'loop')}_epochs.png", png, "Per-epoch summary"))
         undefined = [c for c in columns if "auroc" in c.lower() and c not in aurocs]
         if undefined:
             blocks.append(Text(f"{', '.join(undefined)}: undefined in every epoch (e.g. only one class present; "
@@ -285,33 +242,9 @@ def _evaluation_values(run: _Run) -> dict[str, dict]:
     return out
 
 
-def headline(values: dict, task: str) -> tuple[Optional[float], Optional[list]]:
-    """(accuracy, [low, high]) of one task of an evaluation's metrics (judgment or scored)."""
-    t = (values.get("tasks") or {}).get(task) or {}
-    if "judgment" in t:
-        ci = t.get("accuracy_ci") or {}
-        return t["judgment"].get("accuracy"), [ci["low"], ci["high"]] if ci.get("low") is not None else None
-    scorers = t.get("scorers") or {}
-    want = (values.get("summary") or {}).get(f"{task}.accuracy")
-    candidates = [m["accuracy"] for m in scorers.values() if isinstance(m.get("accuracy"), dict)]
-    chosen = next((c for c in candidates if c.get("value") == want), candidates[0] if candidates else {})
-    return chosen.get("value"), chosen.get("ci")
-
-
-_EPOCH = re.compile(r"(?:^|/)epoch_(\d+)/")
-
-
-def _last_epoch(step_ids: list[str]) -> list[str]:
-    """The step ids of the last loop epoch, and those outside loops."""
-    epochs = [int(m.group(1)) for s in step_ids if (m := _EPOCH.search(s))]
-    if not epochs:
-        return step_ids
-    return [s for s in step_ids if f"epoch_{max(epochs)}/" in s or not _EPOCH.search(s)]
-
-
 def _latest(step_ids: list[str], limit: int) -> list[str]:
     """The evaluations to plot: all when few, else those of the last loop epoch (and any outside loops)."""
-    return step_ids if len(step_ids) <= limit else _last_epoch(step_ids)[-limit:]
+    return step_ids if len(step_ids) <= limit else last_epoch(step_ids)[-limit:]
 
 
 def _evaluations(run: _Run) -> Section:
@@ -324,7 +257,7 @@ def _evaluations(run: _Run) -> Section:
             if "judgment" in t:
                 j = t["judgment"]
                 value, ci = headline(values, task)
-                rows.append([step_id, task, "judgment", "accuracy", fmt(value), _ci(ci), t.get("rows")])
+                rows.append([step_id, task, "judgment", "accuracy", fmt(value), ci_text(ci), t.get("rows")])
                 au = j.get("auroc") or {}
                 rows.append([step_id, task, "judgment", f"AUROC ({au.get('source') or 'P(yes)'})",
                              fmt(au.get("value")) if au.get("value") is not None else f"— ({au.get('reason', 'n/a')})",
@@ -335,7 +268,7 @@ def _evaluations(run: _Run) -> Section:
             for scorer, metrics in (t.get("scorers") or {}).items():
                 for metric, m in metrics.items():
                     if isinstance(m, dict) and "value" in m:
-                        rows.append([step_id, task, scorer, metric, fmt(m.get("value")), _ci(m.get("ci")), m.get("n")])
+                        rows.append([step_id, task, scorer, metric, fmt(m.get("value")), ci_text(m.get("ci")), m.get("n")])
     blocks: list = [Table(["evaluation", "task", "scorer", "metric", "value", "95% CI", "n"], rows)]
     shown = _latest(list(evals), MAX_PLOTTED_EVALUATIONS)
     tasks = list(dict.fromkeys(t for s in shown for t in evals[s].get("tasks") or {}))
@@ -344,7 +277,7 @@ def _evaluations(run: _Run) -> Section:
     if png:
         note = "" if len(shown) == len(evals) else f" (the last {len(shown)} of {len(evals)} evaluations)"
         blocks.append(Plot("accuracy_per_dataset.png", png, "Accuracy per dataset with bootstrap 95% CIs" + note))
-    for step_id in _last_epoch(shown):
+    for step_id in last_epoch(shown):
         for task, conf in _confusions(evals[step_id]):
             labels = conf.get("labels") or []
             unparsed = conf.get("unparsed") or {}
@@ -353,7 +286,7 @@ def _evaluations(run: _Run) -> Section:
                                 [[label, *row, unparsed.get(label, 0)] for label, row in zip(labels, conf.get("matrix") or [])]))
             png = plots.confusion(conf.get("matrix") or [], labels, title=f"{step_id} ({task})", unparsed=unparsed)
             if png:
-                blocks.append(Plot(f"confusion_{_slug(step_id)}_{_slug(task)}.png", png, f"Confusion matrix: {step_id}"))
+                blocks.append(Plot(f"confusion_{slug(step_id)}_{slug(task)}.png", png, f"Confusion matrix: {step_id}"))
     return Section("Evaluations", blocks)
 
 
@@ -378,44 +311,6 @@ def comparisons(run: _Run) -> dict[str, dict]:
     return out
 
 
-def comparison_rows(comparison: dict, brief: bool = False) -> list[list[str]]:
-    """Table rows of a comparison; `brief` leaves out TASK.SCORER.METRIC rows that repeat TASK.METRIC and the
-    overall METRIC rows that repeat a single task's."""
-    rows = comparison.get("metrics") or []
-    if brief:
-        kept = set(_plotted_metrics([r["metric"] for r in rows], limit=None))
-        rows = [r for r in rows if r["metric"] in kept]
-    return [[r["metric"], fmt(r.get("baseline")), fmt(r.get("candidate")),
-             f"{r['delta']:+.4g}" if isinstance(r.get("delta"), (int, float)) else "—", _ci(r.get("ci")), r.get("verdict", "")]
-            for r in rows]
-
-
-def comparison_notes(comparison: dict) -> list[str]:
-    """improvements / regressions / flips / confound warnings, one readable line each."""
-    lines = [f"improvements: {', '.join(comparison.get('improvements') or []) or 'none'}",
-             f"regressions: {', '.join(comparison.get('regressions') or []) or 'none'}"]
-    for metric, flips in (comparison.get("flipped") or {}).items():
-        better, worse = flips.get("wrong_to_right") or [], flips.get("right_to_wrong") or []
-        lines.append(f"flipped on {metric}: {len(better)} wrong→right{_ids(better)}, {len(worse)} right→wrong{_ids(worse)}")
-    lines += [f"warning: {w}" for w in comparison.get("warnings") or []]
-    return lines
-
-
-def _ids(items: list, shown: int = 10) -> str:
-    if not items:
-        return ""
-    return f" ({', '.join(map(str, items[:shown]))}{', …' if len(items) > shown else ''})"
-
-
-def _plotted_metrics(names: list[str], limit: Optional[int] = 16) -> list[str]:
-    """Drop TASK.SCORER.METRIC when TASK.METRIC is there, and the overall METRIC when there is a single task."""
-    present = set(names)
-    tasks = {n.split(".")[0] for n in names if n.count(".") == 1}
-    keep = [n for n in names if not (n.count(".") == 2 and f"{n.split('.')[0]}.{n.split('.')[2]}" in present)
-            and not (n.count(".") == 0 and len(tasks) == 1 and f"{next(iter(tasks))}.{n}" in present)]
-    return keep[:limit]
-
-
 def _comparisons(run: _Run) -> Section:
     blocks: list = []
     for step_id, comparison in comparisons(run).items():
@@ -423,12 +318,12 @@ def _comparisons(run: _Run) -> Section:
         blocks.append(Table(["metric", "baseline", "candidate", "delta", "95% CI (paired)", "verdict"], comparison_rows(comparison)))
         blocks.extend(Text(line) for line in comparison_notes(comparison))
         by_name = {r["metric"]: r for r in comparison.get("metrics") or []}
-        names = _plotted_metrics(list(by_name))
+        names = plotted_metrics(list(by_name))
         png = plots.bars(names, {"baseline": [(by_name[n].get("baseline"), None) for n in names],
                                  "candidate": [(by_name[n].get("candidate"), None) for n in names]},
                          title=f"{step_id}: baseline vs candidate", ylabel="value")
         if png:
-            blocks.append(Plot(f"comparison_{_slug(step_id)}.png", png, f"Comparison {step_id}"))
+            blocks.append(Plot(f"comparison_{slug(step_id)}.png", png, f"Comparison {step_id}"))
     return Section("Comparisons", blocks)
 
 
@@ -443,121 +338,3 @@ def _other_metrics(run: _Run) -> Section:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     rows.append([step_id, key, fmt(value)])
     return Section("Other metrics", [Table(["step", "metric", "value"], rows)] if rows else [])
-
-
-# ------------------------------------------------------------------------------------------------ metrics of a run
-
-
-def run_metrics(metrics: dict) -> dict[str, float]:
-    """The numbers of a run's metrics.json, flat: `STEP.METRIC` (evaluations: their `summary`; comparisons:
-    `STEP.METRIC.delta`; other Metrics outputs: their top-level numbers)."""
-    out: dict[str, float] = {}
-    for step_id, step_outputs in (metrics or {}).items():
-        for values in (step_outputs or {}).values() if isinstance(step_outputs, dict) else ():
-            if not isinstance(values, dict):
-                continue
-            if isinstance(values.get("summary"), dict):
-                values = values["summary"]
-            elif isinstance(values.get("metrics"), list):
-                values = {f"{r['metric']}.delta": r.get("delta") for r in values["metrics"] if isinstance(r, dict) and "metric" in r}
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[f"{step_id}.{key}"] = value
-    return out
-
-
-HEADLINE = ("accuracy.delta", "accuracy", "auroc", "qa_accuracy", "train_loss")
-
-
-def key_metrics(metrics: dict, limit: int = 4) -> dict[str, float]:
-    """A few headline numbers for `recipe runs`: deltas of comparisons, accuracies, AUROC, QA accuracy, train loss;
-    within a loop only the last epoch's."""
-    latest: dict[tuple[str, str], tuple[str, float]] = {}
-    for key, value in run_metrics(metrics).items():
-        step, _, metric = key.partition(".")  # step ids have no dots; metric names may
-        if metric in HEADLINE:
-            latest[(_EPOCH.sub("/", step + "/").strip("/"), metric)] = (key, value)
-    ordered = sorted(latest.values(), key=lambda kv: HEADLINE.index(kv[0].partition(".")[2]))
-    return dict(ordered[:limit])
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def _md_cell(value: Any) -> str:
-    return fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(title: str, sections: list[Section]) -> str:
-    lines = [f"# {title}", ""]
-    for section in sections:
-        lines += [f"## {section.title}", ""]
-        for block in section.blocks:
-            if isinstance(block, Table):
-                header = block.columns if any(block.columns) else ["key", "value"]
-                lines.append("| " + " | ".join(_md_cell(c) for c in header) + " |")
-                lines.append("|" + "---|" * len(header))
-                lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.rows]
-            elif isinstance(block, Plot):
-                lines.append(f"![{block.caption}]({PLOT_DIR}/{block.name})")
-            elif isinstance(block, Text):
-                lines.append(block.text)
-            lines.append("")
-    return "\n".join(lines)
-
-
-STYLE = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1150px;padding:0 1rem;
-color:#1d2330;background:#fff}
-h1{font-size:1.6rem;border-bottom:2px solid #3b6fd8;padding-bottom:.4rem}
-h2{font-size:1.2rem;margin-top:2rem;color:#23407a}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
-th,td{border:1px solid #d5dae3;padding:.25rem .55rem;text-align:left;vertical-align:top}
-th{background:#eef2f9}
-tr:nth-child(even) td{background:#f8f9fc}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;display:block;margin:.8rem 0;border:1px solid #e3e6ec}
-p{margin:.45rem 0}
-.status-done{color:#17803d;font-weight:600}.status-failed,.status-interrupted{color:#b42318;font-weight:600}
-.status-running{color:#b54708;font-weight:600}
-footer{margin-top:3rem;font-size:.75rem;color:#6b7280}
-"""
-
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$")
-
-
-def _td(value: Any) -> str:
-    text = fmt(value)
-    classes = []
-    if _NUMBER.match(text):
-        classes.append("num")
-    if text in ("done", "failed", "interrupted", "running"):
-        classes.append(f"status-{text}")
-    cls = f' class="{" ".join(classes)}"' if classes else ""
-    return f"<td{cls}>{html.escape(text)}</td>"
-
-
-def render_html(title: str, sections: list[Section]) -> str:
-    """One HTML page with inline CSS and base64 PNGs: no external files, scripts or fonts."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
-    for section in sections:
-        out.append(f'<section id="{_slug(section.title).lower()}"><h2>{html.escape(section.title)}</h2>')
-        for block in section.blocks:
-            if isinstance(block, Table):
-                out.append("<table>")
-                if any(block.columns):
-                    out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in block.columns) + "</tr>")
-                out += ["<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in block.rows]
-                out.append("</table>")
-            elif isinstance(block, Plot):
-                data = base64.b64encode(block.png).decode("ascii")
-                out.append(f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
-            elif isinstance(block, Text):
-                out.append(f"<p>{html.escape(block.text)}</p>")
-        out.append("</section>")
-    out.append("<footer>Written by recipe-engine from the run directory; `recipe report RUN_DIR` rewrites it.</footer>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"

@@ -35,7 +35,7 @@ def find_run_dir(path: Path | str) -> Optional[Path]:
 
 def run_config(run_dir: Path | str, step_id: Optional[str] = None) -> dict:
     """{"recipe": resolved tree, "recipe_text": resolved.yaml, "lock": lock.json, "run": name/hash/dir/step}."""
-    from engine.recipe.loader import load_yaml_file
+    from engine.recipe.yaml_io import load_yaml_file
     from engine.runs.atomic import read_json
 
     run_dir = Path(run_dir)

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from engine.generate.aio import run_sync
 from engine.score.scorer import failed_sample, references, row_result, sample_result
 
 RUBRIC: dict[str, Any] = {
@@ -191,12 +192,12 @@ class LLMJudge:
                 try:
                     replies = generate(batch)
                     if inspect.isawaitable(replies):
-                        replies = _run_async(_await(replies))
+                        replies = run_sync(_await(replies))
                     results.append((list(replies), None))
                 except Exception as err:  # noqa: BLE001 - a failed call fails its samples, the run goes on
                     results.append((None, f"{type(err).__name__}: {err}"))
             return results
-        return _run_async(self._gather(batches))
+        return run_sync(self._gather(batches))
 
     async def _gather(self, batches: list[list]) -> list[tuple[list | None, str | None]]:
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -213,28 +214,6 @@ class LLMJudge:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
-
-
-def _run_async(coroutine: Any) -> Any:
-    """Run a coroutine to completion, also from code already inside an event loop (in a helper thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coroutine)
-        except BaseException as err:  # noqa: BLE001
-            box["error"] = err
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def _text(value: Any) -> str:
