@@ -3,16 +3,17 @@ the step cache and stage selection — with small fake step types so only the ex
 
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from engine import catalog
 from engine.plan.compile import compile_recipe
-from engine.plan.execute import Executor, StageSelection
+from engine.plan.execute import Executor
+from engine.plan.selection import StageSelection
 from engine.recipe.errors import EngineError
-from engine.recipe.loader import dump_yaml, load_recipe
+from engine.recipe.loader import load_recipe
 from engine.recipe.validate import validate
+from engine.recipe.yaml_io import dump_yaml
 from engine.runs.run_dir import RunDir
 
 LOOP = """\
@@ -41,6 +42,8 @@ class Fakes:
         self.calls = []
         self.fail_at = fail_at
         self.empty_select = empty_select
+        self.accuracy = lambda epoch: 0.5 + 0.1 * (epoch or 0)
+        self.gate_at = None
 
     def select(self, ctx):
         self.calls.append((ctx.step_id, ctx.inputs["rows"]["epoch"]))
@@ -50,12 +53,20 @@ class Fakes:
         self.calls.append((ctx.step_id, ctx.inputs["model"]["name"], ctx.save_name))
         if self.fail_at == ctx.step_id:
             raise EngineError("boom")
-        return {"model": {"type": "Model", "name": f"trained@{ctx.epoch}"}, "metrics": {"type": "Metrics", "values": {}}}
+        model = ctx.step_dir / (ctx.save_name or "model")
+        model.mkdir(parents=True, exist_ok=True)
+        return {"model": {"type": "Model", "name": f"trained@{ctx.epoch}", "path": str(model)},
+                "metrics": {"type": "Metrics", "values": {}}}
 
     def evaluate(self, ctx):
+        from engine.evaluate.compare import GateFailed
+
         self.calls.append((ctx.step_id, ctx.inputs["model"]["name"]))
-        return {"metrics": {"type": "Metrics", "values": {"accuracy": 0.5 + 0.1 * (ctx.epoch or 0)}},
-                "rows": {"type": "Dataset", "rows": 1, "epoch": ctx.epoch}}
+        outputs = {"metrics": {"type": "Metrics", "values": {"accuracy": self.accuracy(ctx.epoch)}},
+                   "rows": {"type": "Dataset", "rows": 1, "epoch": ctx.epoch}}
+        if ctx.step_id == self.gate_at:
+            raise GateFailed("gate failed", outputs=outputs, failures=["accuracy < 0.9"])
+        return outputs
 
 
 @pytest.fixture
@@ -106,6 +117,62 @@ def test_epoch_with_nothing_to_train_is_skipped(fakes, tmp_path):
     state = json.loads((run.path / "state.json").read_text())
     assert state["steps"]["epoch_1/train"] == {**state["steps"]["epoch_1/train"], "status": "skipped", "reason": "no rows to train on"}
     assert ("epoch_2/judge", "base") in fakes.calls  # the policy carried over unchanged
+
+
+def _stopped(run) -> dict:
+    state = json.loads((run.path / "state.json").read_text())
+    return {"status": state["status"], "stopped": state["steps"].get("loop:stopped", {}).get("outputs"),
+            "summary": json.loads((run.path / "summary.json").read_text())}
+
+
+def test_a_failing_gate_keeps_the_step_and_ends_the_loop(fakes, tmp_path):
+    fakes.gate_at = "epoch_1/judge"
+    run, plan = make_run(tmp_path, LOOP)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    result = _stopped(run)
+    assert result["status"] == "done" and [c[0] for c in fakes.calls][-1] == "epoch_1/judge"   # no epoch 2
+    assert result["stopped"] == {"epoch": 1, "reason": "gate", "detail": "epoch_1/judge: accuracy < 0.9", "step": "judge"}
+    assert result["summary"] == [{"Epoch": 0, "Acc": 0.5}, {"Epoch": 1, "Acc": 0.6}]             # the gated step's metrics
+    assert "Stopped after epoch 1: gate" in (run.path / "summary.md").read_text()
+    fakes.calls = []  # a resume ends the loop at the same place
+    Executor(RunDir.open(run.path), plan, tmp_path, use_cache=False).execute()
+    assert fakes.calls == []
+
+
+def test_a_failing_gate_goes_on_when_told(fakes, tmp_path):
+    fakes.gate_at = "epoch_1/judge"
+    run, plan = make_run(tmp_path, LOOP.replace("  summary:", "  stop: {on_gate_failure: false}\n  summary:"))
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    assert ("epoch_2/judge", "trained@2") in fakes.calls and _stopped(run)["stopped"] is None
+    events = [json.loads(l) for l in (run.path / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "gate_failed"] == ["epoch_1/judge"]
+
+
+def test_plateau_stops_the_loop(fakes, tmp_path):
+    fakes.accuracy = lambda epoch: {0: 0.5, 1: 0.6, 2: 0.6}.get(epoch, 0.6)
+    text = LOOP.replace("epochs: 2", "epochs: 4").replace(
+        "  summary:", "  stop: {plateau: {metric: Acc, patience: 1, min_delta: 0.01}}\n  summary:")
+    run, plan = make_run(tmp_path, text)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    result = _stopped(run)
+    assert result["stopped"] == {"epoch": 2, "reason": "plateau", "detail": "Acc did not improve for 1 epoch"}
+    assert [r["Epoch"] for r in result["summary"]] == [0, 1, 2]
+
+
+def test_an_empty_epoch_stops_the_loop_when_told(fakes, tmp_path):
+    fakes.empty_select = True
+    run, plan = make_run(tmp_path, LOOP.replace("  summary:", "  stop: {on_empty: stop}\n  summary:"))
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    assert _stopped(run)["stopped"]["reason"] == "empty" and not any(c[0].startswith("epoch_2/") for c in fakes.calls)
+
+
+def test_retain_keeps_the_newest_models(fakes, tmp_path):
+    run, plan = make_run(tmp_path, LOOP.replace("epochs: 2", "epochs: 3").replace("outputs: {model", "output: {retain: 1}\noutputs: {model"))
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    models = {e: run.path / "steps" / f"epoch_{e}" / "train" / f"epoch_{e}" for e in (1, 2, 3)}
+    assert [models[e].is_dir() for e in (1, 2, 3)] == [False, False, True]
+    assert ("epoch_3/train", "trained@2", "epoch_3") in fakes.calls      # epoch 2's model was carried before removal
+    assert not (run.path / "epoch_1").is_symlink() and (run.path / "epoch_3").is_dir()
 
 
 def test_resume_after_failure_continues_at_the_failed_step(fakes, tmp_path):

@@ -10,10 +10,12 @@ import pytest
 
 from engine import catalog
 from engine.plan.compile import compile_recipe
-from engine.plan.execute import Executor, StageSelection
+from engine.plan.execute import Executor
+from engine.plan.selection import StageSelection
 from engine.recipe.errors import EngineError
-from engine.recipe.loader import dump_yaml, load_recipe
+from engine.recipe.loader import load_recipe
 from engine.recipe.validate import validate
+from engine.recipe.yaml_io import dump_yaml
 from engine.runs.run_dir import RunDir
 
 LOOP = """\

@@ -220,3 +220,23 @@ def test_only_from_skip_on_a_pipeline_of_real_steps(trained_model, tmp_path):  #
     assert {e["stage"] for e in log if e["type"] == "stage_reused"} == {"train"}
     assert [e["step"] for e in log if e["type"] == "step_started"] == ["collect", "label", "evaluate"]
     assert (skip / "steps" / "collect" / "samples.jsonl").read_bytes() == (full / "steps" / "collect" / "samples.jsonl").read_bytes()
+
+
+def test_start_epoch_takes_the_earlier_epochs_from_the_reused_run(setup, tmp_path):
+    """`loop.start_epoch: 1` (the seed's --start_epoch) with `--reuse`: epoch 0 comes from the earlier run, epoch 1 runs."""
+    reference = setup["reference"]
+    args = loop_args(setup["model"], setup["data"], "--set", "loop.start_epoch=1")
+    cold = recipe("run", *args, "--root", tmp_path / "cold", cache=tmp_path / "empty_cache", check=False)
+    assert cold.returncode == 1 and "loop.start_epoch is 1, but step epoch_0/" in cold.stderr, cold.stderr[-2000:]
+    assert "Traceback" not in cold.stderr
+
+    out = recipe("run", *args, "--reuse", reference, "--root", tmp_path / "runs", cache=tmp_path / "cache")
+    run_dir = run_dir_of(out.stdout)
+    reused = {e["step"] for e in events(run_dir) if e["type"] == "step_reused"}
+    ran = {e["step"] for e in events(run_dir) if e["type"] == "step_done"}
+    done_before = {s for s, info in state(reference)["steps"].items() if s.startswith("epoch_0/") and info["status"] == "done"}
+    assert reused == done_before and done_before
+    assert ran and all(s.startswith("epoch_1/") for s in ran)
+    for step in done_before:  # the reused epoch's files are the reference's, linked
+        assert (run_dir / "steps" / step).is_dir()
+    assert (run_dir / "responses.jsonl").resolve() == (reference / "responses.jsonl").resolve()

@@ -153,3 +153,21 @@ def test_item_values_and_summarize_scores():
     assert metrics["f1"]["value"] == pytest.approx(2.5 / 3)
     assert metrics["accuracy"]["ci"][0] <= metrics["accuracy"]["value"] <= metrics["accuracy"]["ci"][1]
     assert metrics["failed_samples"] == 1 and metrics["unscored_rows"] == 1 and metrics["rows"] == 3
+
+
+def test_item_table_names_match_the_summary(tmp_path):
+    """Per-item values under every summary name a comparison looks up: task.metric, task.scorer.metric, metric."""
+    import json
+
+    from engine.evaluate.compare import item_table
+
+    rows = [{"task": "a", "id": "1", "item_values": {"accuracy": 1.0},
+             "scores": {"gsm8k": {"accuracy": 1, "format_ok": 1.0, "correct": True, "n_scored": 1}, "exact": {"accuracy": 0}}},
+            {"task": "b", "id": "1", "item_values": {"accuracy": 0.0}, "scores": {"gsm8k": {"accuracy": 0}}}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = item_table(str(path))
+    assert table["a.accuracy"] == {"1": 1.0} and table["b.accuracy"] == {"1": 0.0}
+    assert table["a.gsm8k.format_ok"] == {"1": 1.0} and table["a.exact.accuracy"] == {"1": 0.0}
+    assert table["accuracy"] == {"a/1": 1.0, "b/1": 0.0}            # overall: every task's rows
+    assert "a.gsm8k.correct" not in table and "a.gsm8k.n_scored" not in table

@@ -16,11 +16,27 @@ CONFOUNDS = ("generator", "chat_template", "templates", "suite", "quantization",
 
 
 class GateFailed(EngineError):
-    """A `fail_if` gate failed; a loop with `stop.on_gate_failure` stops here."""
+    """A `fail_if` gate failed. The step's work is done and kept in `outputs`: a loop records them and stops
+    (`stop.on_gate_failure`) or goes on; outside a loop the run fails."""
+
+    def __init__(self, message: str, outputs: Optional[dict] = None, failures: Iterable[str] = ()):
+        super().__init__(message)
+        self.outputs, self.failures = dict(outputs or {}), list(failures)
+
+
+COUNTS = ("n", "n_scored", "n_correct", "failed")  # per-row bookkeeping of a scorer, not metrics
+
+
+def metric_values(result: dict) -> dict[str, float]:
+    """The per-item metric values of one scorer result (numbers, not flags or counts)."""
+    return {key: float(value) for key, value in result.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in COUNTS}
 
 
 def item_table(items_path: Optional[str]) -> dict[str, dict[str, float]]:
-    """metric name -> {item id -> value} from an evaluation's per-row predictions file."""
+    """metric name -> {item id -> value} from an evaluation's per-row predictions file, under the names of the
+    summary: `task.metric` (the task's main scorer), `task.scorer.metric`, and the overall `metric` (every task's
+    rows, as the overall accuracy is row-weighted)."""
     if not items_path:
         return {}
     table: dict[str, dict[str, float]] = {}
@@ -29,6 +45,11 @@ def item_table(items_path: Optional[str]) -> dict[str, dict[str, float]]:
         for key, value in (row.get("item_values") or {}).items():
             if value is not None:
                 table.setdefault(f"{task}.{key}", {})[item] = float(value)
+                table.setdefault(key, {})[f"{task}/{item}"] = float(value)
+        for scorer, result in (row.get("scores") or {}).items():
+            if isinstance(result, dict):
+                for key, value in metric_values(result).items():
+                    table.setdefault(f"{task}.{scorer}.{key}", {})[item] = value
     return table
 
 

@@ -7,7 +7,6 @@ unfinished one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,7 +16,10 @@ from engine import catalog
 from engine.data.fingerprints import short_hash
 from engine.plan.cache import lookup, step_key, store
 from engine.plan.context import StepContext
-from engine.plan.resolve import Frame, Missing, resolve_or_fail, resolve_value
+from engine.plan.loop_stop import NO_ROWS
+from engine.plan.loops import LoopExecution
+from engine.plan.resolve import Frame, Missing, resolve_or_fail
+from engine.plan.selection import StageSelection
 from engine.recipe.errors import EngineError
 from engine.recipe.expressions import evaluate_bool, render_string
 from engine.runs.atomic import atomic_write_json
@@ -55,58 +57,7 @@ def not_executable(plan: dict) -> list[str]:
             for what, names in missing.items()]
 
 
-class StageSelection:
-    """`--only` / `--from` / `--skip` over a pipeline's stages; unselected stages' outputs come from `--reuse RUN_DIR`."""
-
-    def __init__(self, only: tuple = (), from_: Optional[str] = None, skip: tuple = (), reuse: Optional[Path] = None):
-        self.only, self.from_, self.skip, self.reuse = tuple(only), from_, tuple(skip), reuse
-        self._reuse_state = None
-
-    def check(self, plan: dict) -> None:
-        names = list(plan["graph"].get("stages", {}))
-        asked = [*self.only, *self.skip, *([self.from_] if self.from_ else [])]
-        if asked and plan["graph"]["type"] != "pipeline":
-            raise EngineError("--only / --from / --skip select stages of a pipeline recipe; this recipe is a " + plan["kind"])
-        for n in asked:
-            if n not in names:
-                from engine.recipe.errors import choose_from
-
-                raise EngineError(f"no stage '{n}'; {choose_from(n, names)}")
-        if self.reuse is not None and not (self.reuse / "state.json").is_file():
-            raise EngineError(f"--reuse {self.reuse}: not a run directory (no state.json)")
-        if asked and self.reuse is None:
-            self._check_inputs(plan["graph"])
-
-    def _check_inputs(self, graph: dict) -> None:
-        """Without --reuse, a selected stage must not need the outputs of a stage that does not run."""
-        chosen = self.stages(graph["order"])
-        for name in chosen:
-            refs = re.findall(r"\$\{([^{}|]+)\}", json.dumps(graph["stages"][name]))  # no fallback alternatives
-            for other in graph["order"]:
-                if other not in chosen and any(r.strip().startswith(f"stages.{other}.") for r in refs):
-                    raise EngineError(f"stage '{name}' uses the outputs of stage '{other}', which this selection does not "
-                                      f"run; add --reuse RUN_DIR (an earlier run of this pipeline that has them) or "
-                                      f"select '{other}' too")
-
-    def stages(self, order: list[str]) -> list[str]:
-        chosen = list(order)
-        if self.from_:
-            chosen = chosen[chosen.index(self.from_):]
-        if self.only:
-            chosen = [n for n in chosen if n in self.only]
-        return [n for n in chosen if n not in self.skip]
-
-    def reused_outputs(self, record: str) -> Optional[dict]:
-        if self.reuse is None:
-            return None
-        if self._reuse_state is None:
-            from engine.runs.state import RunState
-
-            self._reuse_state = RunState.load(self.reuse / "state.json")
-        return self._reuse_state.outputs(record) if self._reuse_state.is_done(record) else None
-
-
-class Executor:
+class Executor(LoopExecution):
     """Runs one plan in one run directory."""
 
     def __init__(self, run: RunDir, plan: dict, recipe_dir: Path, *, use_cache: bool = True,
@@ -214,34 +165,6 @@ class Executor:
             return self._loop(graph, plan, prefix, stages=frame.stages if frame is not None else None)
         return self._pipeline(graph, plan, prefix)
 
-    def _loop(self, graph: dict, plan: dict, prefix: str, stages: Optional[dict] = None) -> Frame:
-        """`stages`: the outputs of the earlier stages, when the loop is a pipeline stage."""
-        stages = dict(stages or {})
-        outer = self._frame(plan, stages=dict(stages))
-        carry = {n: resolve_or_fail(c["init"], outer, f"loop.carry.{n}.init") for n, c in graph["carry"].items()}
-        baseline = graph.get("baseline_skip")
-        epochs = ([0] if baseline is not None else []) + list(range(1, graph["epochs"] + 1))
-        prev, frame, rows = None, outer, []
-        for epoch in epochs:
-            frame = self._frame(plan, prev=prev, carry=dict(carry), epoch=epoch, stages=dict(stages))
-            for name in graph["order"]:
-                step_id = f"{prefix}epoch_{epoch}/{name}"
-                if epoch == 0 and name in (baseline or []):
-                    self._skip(step_id, "baseline epoch")
-                    continue
-                self._step(step_id, name, graph["steps"][name], frame, plan)
-            for n, c in graph["carry"].items():
-                try:
-                    carry[n] = resolve_value(c["next"], frame)
-                except Missing:
-                    pass  # nothing new this epoch (e.g. no rows to train on): keep the value
-            rows.append(self._summary_row(graph, frame, epoch))
-            prev = frame.steps
-        if graph.get("summary"):
-            self._write_summary(graph["summary"], rows, prefix)
-        frame.carry = carry
-        return frame
-
     def _pipeline(self, graph: dict, plan: dict, prefix: str) -> Frame:
         frame = self._frame(plan)
         selected = self.selection.stages(graph["order"]) if not prefix else list(graph["order"])
@@ -294,7 +217,30 @@ class Executor:
         if not self.run.state.is_done(step_id):
             self.run.state.mark_skipped(step_id, reason)
 
-    def _step(self, step_id: str, name: str, entry: dict, frame: Frame, plan: dict) -> None:
+    @staticmethod
+    def _save_name(step_id: str, entry: dict, frame: Frame, plan: dict) -> Optional[str]:
+        save = entry.get("save")
+        if save:
+            save = render_string(resolve_or_fail(save, frame, f"{step_id}.save"), {"epoch": frame.epoch, "vars": plan.get("vars") or {}})
+        return save
+
+    def _reused(self, step_id: str, name: str, entry: dict, frame: Frame, plan: dict) -> bool:
+        """A step of an epoch before `loop.start_epoch`, taken from the `--reuse` run when that run has it."""
+        if self.run.state.is_done(step_id):
+            return False
+        outputs = self.selection.reused_outputs(step_id)
+        if outputs is None:
+            return False
+        _link_outputs(self.selection.reuse / "steps" / step_id, self.run.step_dir(step_id))
+        self.run.state.mark_running(step_id)
+        self.run.state.mark_done(step_id, outputs)
+        self.run.events.emit("step_reused", step=step_id, from_run=str(self.selection.reuse), from_step=step_id)
+        frame.steps[name] = outputs
+        self._link_saved(step_id, self._save_name(step_id, entry, frame, plan))
+        return True
+
+    def _step(self, step_id: str, name: str, entry: dict, frame: Frame, plan: dict,
+              before_start: Optional[int] = None) -> None:
         state = self.run.state
         ephemeral = entry["use"] in EPHEMERAL  # a live server is not a result: started again on resume, never cached
         if state.is_done(step_id) and not ephemeral:
@@ -306,12 +252,10 @@ class Executor:
         inputs = {k: resolve_or_fail(v, frame, f"{step_id}.{k}") for k, v in entry["inputs"].items()}
         data = inputs.get("data")
         if entry["use"] == "train" and isinstance(data, dict) and data.get("rows") == 0:
-            state.mark_skipped(step_id, "no rows to train on")
-            self.run.events.emit("step_skipped", step=step_id, reason="no rows to train on")
+            state.mark_skipped(step_id, NO_ROWS)
+            self.run.events.emit("step_skipped", step=step_id, reason=NO_ROWS)
             return
-        save = entry.get("save")
-        if save:
-            save = render_string(resolve_or_fail(save, frame, f"{step_id}.save"), {"epoch": frame.epoch, "vars": plan.get("vars") or {}})
+        save = self._save_name(step_id, entry, frame, plan)
         key = step_key(entry, inputs, seed=plan["seed"], epoch=frame.epoch, save_name=save)
         hit = lookup(key) if self.use_cache and not ephemeral else None
         if hit is not None:
@@ -324,6 +268,10 @@ class Executor:
             frame.steps[name] = hit["outputs"]
             self._link_saved(step_id, save)
             return
+        if before_start is not None:
+            raise EngineError(f"loop.start_epoch is {before_start}, but step {step_id} of an earlier epoch is neither in a "
+                              f"--reuse run nor in the step cache; pass --reuse RUN_DIR (the run that ran epochs before "
+                              f"{before_start}), or lower loop.start_epoch")
         ctx = StepContext(step_id=step_id, step_dir=self.run.step_dir(step_id), step=entry, inputs=inputs, plan=plan,
                           run_dir=self.run.path, recipe_dir=self.recipe_dir, seed=plan["seed"], epoch=frame.epoch,
                           save_name=save, events=self.run.events, resources=self.resources)
@@ -362,30 +310,6 @@ class Executor:
         tmp.symlink_to(os.path.relpath(target, link.parent), target_is_directory=target.is_dir())
         os.replace(tmp, link)  # the same name saved again (a loop without ${epoch} in it): the latest wins
 
-    # --- loop summary --------------------------------------------------------------------------------
-
-    def _summary_row(self, graph: dict, frame: Frame, epoch: int) -> dict:
-        row: dict[str, Any] = {"Epoch": epoch}
-        for column, ref in ((graph.get("summary") or {}).get("columns") or {}).items():
-            try:
-                value = resolve_value(ref, frame)
-            except Missing:
-                value = None
-            row[column] = value
-        return row
-
-    def _write_summary(self, summary: dict, rows: list[dict], prefix: str) -> None:
-        from engine.runs.atomic import atomic_write_json, atomic_write_text
-
-        base = self.run.path / (prefix.replace("/", "_") + summary.get("save", "summary"))
-        atomic_write_json(base.with_suffix(".json"), rows)
-        columns = list(rows[0]) if rows else ["Epoch"]
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for r in rows:
-            lines.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
-        atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
-
-
 _RUN_FILES = frozenset({"recipe.yaml", "resolved.yaml", "plan.json", "run.json", "state.json", "events.jsonl", "lock.json",
                         "metrics.json", "steps", "data", "summary.json", "summary.md", "report.md", "report.html", "report"})
 
@@ -398,11 +322,3 @@ def _link_outputs(source: Path, target: Path) -> None:
         link = target / entry.name
         if entry.name != "reused.json" and not link.exists() and not link.is_symlink():
             link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)

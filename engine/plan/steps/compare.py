@@ -32,5 +32,6 @@ def run(ctx: StepContext) -> dict[str, dict]:
     failures = check_gates(ctx.param("fail_if") or [], candidate.get("values") or {}, comparison)
     if failures:
         atomic_write_json(ctx.step_dir / "gates.json", {"failed": failures})
-        raise GateFailed(f"{ctx.step_id}: gate failed: " + "; ".join(failures))
+        raise GateFailed(f"{ctx.step_id}: gate failed: " + "; ".join(failures), outputs={"comparison": artifact},
+                         failures=failures)
     return {"comparison": artifact}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from engine.data.fingerprints import canonical_json, fingerprint_path, fingerprint_text
 from engine.paths import cache_dir

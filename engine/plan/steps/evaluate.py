@@ -13,12 +13,10 @@ judgment with P(yes) from one forward pass over the label tokens. Outputs:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.data.fingerprints import sha256_file
-from engine.evaluate.compare import GateFailed, check_gates, compare
+from engine.evaluate.compare import GateFailed, check_gates, compare, metric_values
 from engine.evaluate.metrics import bootstrap_ci, summarize_scores
 from engine.models.resolve import as_model_artifact
 from engine.plan.context import StepContext
@@ -107,7 +105,8 @@ def run(ctx: StepContext) -> dict[str, dict]:
     failures = check_gates(ctx.param("fail_if") or [], values, comparison)
     if failures:
         atomic_write_json(ctx.step_dir / "gates.json", {"failed": failures})
-        raise GateFailed(f"{ctx.step_id}: gate failed: " + "; ".join(failures))
+        raise GateFailed(f"{ctx.step_id}: gate failed: " + "; ".join(failures),
+                         outputs={"metrics": metrics_artifact, "rows": items}, failures=failures)
     return {"metrics": metrics_artifact, "rows": items}
 
 
@@ -132,9 +131,7 @@ def _scored(rows: list[dict], predictions: list[list], task: dict, n_boot: int, 
     per_row = []
     for result in results:
         main_result = result.get(main) or (next(iter(result.values())) if result else {})
-        item_values = {key: value for key, value in main_result.items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("n", "n_scored", "n_correct", "failed")}
-        per_row.append({"scores": result, "correct": main_result.get("correct"), "item_values": item_values})
+        per_row.append({"scores": result, "correct": main_result.get("correct"), "item_values": metric_values(main_result)})
     return {"scorers": per_scorer, "rows": len(rows), "flat": flat}, per_row
 
 

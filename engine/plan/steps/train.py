@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from engine.backends.launch import resolve_env_refs
 from engine.data.fingerprints import short_hash
