@@ -49,10 +49,6 @@ def taught_ids() -> set[str]:
 def train_on_half(out_dir: Path | str, *, steps: int = STEPS, seed: int = 0) -> Path:
     """Build the tiny Qwen2 and fine-tune it on half of the smoke QA pairs (see the module docstring)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from engine.data.templates import load_template, render
-    from engine.models.tiny import build_tiny
 
     out_dir = Path(out_dir)
     threads = torch.get_num_threads()

@@ -145,3 +145,9 @@ def test_commands_do_not_import_torch(args):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert "HEAVY []" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_bad_stage_selection_leaves_no_run_directory(tmp_path):
+    result = invoke("run", "quickstart", "-p", "smoke", "--only", "aftr", "--root", tmp_path)
+    assert result.exit_code != 0 and "no stage 'aftr'; did you mean 'after'" in result.output
+    assert not any(tmp_path.iterdir())

@@ -9,14 +9,8 @@ import pytest
 
 from engine.recipe import loader
 from engine.recipe.errors import Location, RecipeErrors
-from engine.recipe.loader import (
-    dump_yaml,
-    list_shipped_recipes,
-    load_recipe,
-    load_yaml_file,
-    parse_set,
-    resolve_recipe_path,
-)
+from engine.recipe.loader import list_shipped_recipes, load_recipe, parse_set, resolve_recipe_path
+from engine.recipe.yaml_io import dump_yaml, load_yaml_file
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -231,6 +225,14 @@ def test_null_in_a_file_removes_the_key(tmp_path):
     write(tmp_path, "base.yaml", "a: 1\nb: {c: 1, d: 2}\n")
     recipe = load_recipe(write(tmp_path, "r.yaml", "include: base.yaml\nb: {c: ~}\nz: ~\n"))
     assert recipe.tree == {"b": {"d": 2}, "a": 1}
+
+
+def test_null_variables_are_values_through_includes_and_profiles(tmp_path):
+    write(tmp_path, "base.yaml", "vars: {limit: ~, other: 3}\nprofiles:\n  all: {vars: {other: ~}}\n")
+    path = write(tmp_path, "r.yaml", "include: base.yaml\nvars: {extra: ~}\n")
+    assert load_recipe(path).tree["vars"] == {"limit": None, "other": 3, "extra": None}
+    assert load_recipe(path, profiles=["all"]).tree["vars"] == {"limit": None, "other": None, "extra": None}
+    assert load_recipe(path, unsets=["vars.limit"]).tree["vars"] == {"other": 3, "extra": None}
 
 
 def test_the_top_level_is_never_replaced_by_a_discriminator(tmp_path):

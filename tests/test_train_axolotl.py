@@ -3,15 +3,13 @@ the side environment (`recipe env create axolotl`) and carry the `axolotl` marke
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
 from engine.recipe.errors import EngineError, RecipeErrors
 from train_support import train_context
-from test_train_methods import QA_ROWS, QA_TEMPLATE, local, state_dict
+from test_train_methods import QA_ROWS, QA_TEMPLATE, local
 
 # A subset of AxolotlInputConfig's fields (0.19.0) — enough for the rendered configs below.
 KNOWN = {"base_model", "output_dir", "dataset_prepared_path", "micro_batch_size", "gradient_accumulation_steps",
@@ -111,7 +109,6 @@ def test_axolotl_trains_in_side_env(tmp_path, tiny_qwen2_dir, train):
 
     import math
 
-    import torch
     from safetensors.torch import load_file
 
     ctx = train_context(tmp_path, train, local(tiny_qwen2_dir), QA_ROWS)

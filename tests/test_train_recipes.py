@@ -3,7 +3,6 @@ seed-000 CoBench routers run their smoke profiles end to end through the train s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 

@@ -10,11 +10,10 @@ The in-process path (`launcher: python`) calls `run(step_dir)` directly.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from engine.recipe.errors import EngineError
 from engine.runs.atomic import atomic_write_json, read_json

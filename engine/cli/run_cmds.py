@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -62,15 +61,16 @@ def _side_envs(plan: dict) -> dict:
 @click.option("--only", multiple=True, metavar="STAGE", help="Run only these pipeline stages (repeatable).")
 @click.option("--from", "from_", metavar="STAGE", help="Start the pipeline at this stage.")
 @click.option("--skip", multiple=True, metavar="STAGE", help="Skip these pipeline stages (repeatable).")
-@click.option("--reuse", type=click.Path(exists=True, file_okay=False), help="Take the outputs of stages not run from this run directory.")
+@click.option("--reuse", type=click.Path(exists=True, file_okay=False), help="Take the outputs of stages not run (and of loop epochs before loop.start_epoch) from this run directory.")
 @handle_errors
 def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | None, no_cache: bool,
         only: tuple, from_: str | None, skip: tuple, reuse: str | None) -> None:
     """Validate, compile and run a recipe in a new run directory."""
     from engine.paths import runs_root
     from engine.plan.compile import compile_recipe
-    from engine.plan.execute import Executor, StageSelection
-    from engine.recipe.loader import dump_yaml
+    from engine.plan.execute import Executor
+    from engine.plan.selection import StageSelection
+    from engine.recipe.yaml_io import dump_yaml
     from engine.recipe.validate import validate as run_validate
     from engine.runs.lock import build_lock
     from engine.runs.run_dir import RunDir
@@ -79,6 +79,8 @@ def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | No
     v = run_validate(loaded)
     plan = compile_recipe(v)
     r = v.recipe
+    selection = StageSelection(only=only, from_=from_, skip=skip, reuse=Path(reuse) if reuse else None)
+    selection.check(plan)  # before the run directory exists: a bad selection leaves nothing behind
     runs = Path(root or r.output.root or runs_root())
     run_dir = RunDir.create(root=runs, name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
                             recipe_filename=str(loaded.path), resolved_yaml=dump_yaml(loaded.tree), plan=plan,
@@ -86,8 +88,6 @@ def run(recipe: str, profiles: tuple, sets: tuple, unsets: tuple, root: str | No
     run_dir.write_lock(build_lock(recipe_files=loaded.files, inputs=_input_fingerprints(v), seeds={"run": plan["seed"]},
                                   side_envs=_side_envs(plan)))
     echo(f"run directory: {run_dir.path}")
-    selection = StageSelection(only=only, from_=from_, skip=skip, reuse=Path(reuse) if reuse else None)
-    selection.check(plan)
     try:
         Executor(run_dir, plan, loaded.path.parent, use_cache=not no_cache, selection=selection).execute()
     finally:
@@ -120,7 +120,7 @@ def resume(run_dir: str) -> None:
 def runs(root: str | None) -> None:
     """List runs, newest first, with their status and key metrics."""
     from engine.paths import runs_root
-    from engine.runs.report import key_metrics
+    from engine.runs.report_metrics import key_metrics
     from engine.runs.run_dir import list_runs
 
     rows = []

@@ -2,7 +2,8 @@
 
 Mappings deep-merge, lists and scalars replace, `~` (None) deletes a key, and a mapping whose
 discriminator (`source`, `kind`, `use`, `method`, `type`) changes is replaced whole, so no
-stale keys of the old variant survive.
+stale keys of the old variant survive. Inside the top-level `vars:` block `~` is a value (a
+variable set to null, e.g. "no limit"), not a deletion: `--unset vars.NAME` deletes a variable.
 
 Locations and origins are kept beside the tree as `{path: value}` maps. Each layer records
 every path it wrote; layers are applied in order with `dict.update`, and `keep_existing`
@@ -24,17 +25,17 @@ MISSING = object()
 V = TypeVar("V")
 
 
-def merge_into(base: dict, override: Mapping) -> None:
-    """Merge `override` onto `base` in place. Values are copied, so `override` stays untouched."""
+def merge_into(base: dict, override: Mapping, path: tuple = ()) -> None:
+    """Merge `override` onto `base` (the tree at `path`) in place. Values are copied, so `override` stays untouched."""
     for key, value in override.items():
-        if value is None:
+        if value is None and path[:1] != ("vars",):
             base.pop(key, None)
             continue
         current = base.get(key, MISSING)
         if isinstance(value, dict):
             if not isinstance(current, dict) or discriminator_changed(current, value):
                 current = base[key] = {}
-            merge_into(current, value)
+            merge_into(current, value, path + (key,))
         else:
             base[key] = copy.deepcopy(value)
 
@@ -179,7 +180,7 @@ def set_at(tree: dict, path: tuple, value: Any) -> tuple:
     parent, stored = _follow(tree, path[:-1], create=True)
     if isinstance(parent, dict):
         key = _mapping_key(parent, path[-1], stored, create=True)
-        merge_into(parent, {key: value})
+        merge_into(parent, {key: value}, stored)
         return stored + (key,)
     if isinstance(parent, list):
         index = _list_index(parent, path[-1], stored)

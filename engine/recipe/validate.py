@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
-from engine.recipe.errors import ErrorCollector, Location, RecipeError, RecipeErrors, choose_from, did_you_mean
+from engine.recipe.errors import ErrorCollector, Location, RecipeError, choose_from, did_you_mean
 from engine.recipe.loader import LoadedRecipe
 from engine.recipe.models.common import REF_PATTERN, REF_RE
 from engine.recipe.models.recipe import FORMAT_VERSION, Recipe

@@ -68,8 +68,6 @@ class TinyModel(_ModelCommon):
     vocab_size: int = Field(512, ge=64, description="BPE vocabulary trained on `corpus` (or a built-in text).")
     corpus: Optional[str] = Field(None, description="A text/JSONL file whose text trains the tokenizer.")
     num_labels: int = Field(2, ge=1, description="Classes, for sequence-classification architectures.")
-    pretrain: Optional[Ref] = Field(None, description="A dataset to pre-train the tiny model on before use (smoke profiles).")
-    pretrain_steps: int = Field(0, ge=0)
 
 
 class RequestMapping(Block):
