@@ -11,6 +11,24 @@ from engine.runs.lock import build_lock
 from engine.runs.run_dir import RunDir
 
 
+def make_run(tmp_path: Path, text: str, profiles: tuple = ()) -> tuple[RunDir, dict]:
+    """A run directory and plan for recipe `text` (written to tmp_path/r.yaml), validated without file checks."""
+    import textwrap
+
+    from engine.plan.compile import compile_recipe
+    from engine.recipe.loader import load_recipe
+    from engine.recipe.validate import validate
+    from engine.recipe.yaml_io import dump_yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(text))
+    loaded = load_recipe(path, profiles=profiles)
+    plan = compile_recipe(validate(loaded, check_files=False))
+    run = RunDir.create(root=tmp_path / "runs", name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
+                        recipe_filename=str(path), resolved_yaml=dump_yaml(loaded.tree), plan=plan)
+    return run, plan
+
+
 def create_run(root: Path, name: str, graph: dict, *, kind: str = "loop", tree: Optional[dict] = None) -> RunDir:
     plan = {"plan": 1, "name": name, "kind": kind, "recipe_hash": "abcd1234", "seed": 0, "graph": graph}
     tree = tree or {"recipe": 1, "kind": kind, "name": name}

@@ -2,19 +2,15 @@
 the step cache and stage selection — with small fake step types so only the executor is under test."""
 
 import json
-import textwrap
 
 import pytest
 
 from engine import catalog
-from engine.plan.compile import compile_recipe
 from engine.plan.execute import Executor
 from engine.plan.selection import StageSelection
 from engine.recipe.errors import EngineError
-from engine.recipe.loader import load_recipe
-from engine.recipe.validate import validate
-from engine.recipe.yaml_io import dump_yaml
 from engine.runs.run_dir import RunDir
+from run_support import make_run
 
 LOOP = """\
 recipe: 1
@@ -82,16 +78,6 @@ def fakes(monkeypatch, tmp_path):
     monkeypatch.setattr(Executor, "_data_output", lambda self, name, plan: {"type": "Dataset", "rows": 1, "name": name, "epoch": None})
     monkeypatch.setattr(Executor, "_recipe_model", lambda self, plan: {"type": "Model", "name": "base"})
     return f
-
-
-def make_run(tmp_path, text, profiles=()):
-    path = tmp_path / "r.yaml"
-    path.write_text(textwrap.dedent(text))
-    loaded = load_recipe(path, profiles=profiles)
-    plan = compile_recipe(validate(loaded, check_files=False))
-    run = RunDir.create(root=tmp_path / "runs", name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
-                        recipe_filename=str(path), resolved_yaml=dump_yaml(loaded.tree), plan=plan)
-    return run, plan
 
 
 def test_loop_baseline_carry_and_summary(fakes, tmp_path):

@@ -4,19 +4,14 @@ the top of the run or stage directory (the seed's layout), and stage selections 
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
 from engine import catalog
-from engine.plan.compile import compile_recipe
 from engine.plan.execute import Executor
 from engine.plan.selection import StageSelection
 from engine.recipe.errors import EngineError
-from engine.recipe.loader import load_recipe
-from engine.recipe.validate import validate
-from engine.recipe.yaml_io import dump_yaml
-from engine.runs.run_dir import RunDir
+from run_support import make_run
 
 LOOP = """\
 recipe: 1
@@ -57,16 +52,6 @@ def fakes(monkeypatch, tmp_path):
     monkeypatch.setitem(catalog.METHODS._entries, "sft", lambda: None)
     monkeypatch.setattr(Executor, "_data_output", lambda self, name, plan: {"type": "Dataset", "rows": 1, "path": "/dev/null", "fingerprint": name})
     monkeypatch.setattr(Executor, "_recipe_model", lambda self, plan: {"type": "Model", "path": "/base", "fingerprint": "base"})
-
-
-def make_run(tmp_path, text):
-    path = tmp_path / "r.yaml"
-    path.write_text(textwrap.dedent(text))
-    loaded = load_recipe(path)
-    plan = compile_recipe(validate(loaded, check_files=False))
-    run = RunDir.create(root=tmp_path / "runs", name=plan["name"], recipe_hash=plan["recipe_hash"], recipe_text=loaded.text,
-                        recipe_filename=str(path), resolved_yaml=dump_yaml(loaded.tree), plan=plan)
-    return run, plan
 
 
 def test_saved_outputs_are_linked_at_the_top_of_the_run(fakes, tmp_path):
