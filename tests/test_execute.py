@@ -226,3 +226,46 @@ def test_not_executable_is_reported_before_anything_runs(tmp_path, monkeypatch):
         with pytest.raises(EngineError, match="not yet executable in this version: step type 'select'"):
             Executor(run, plan, tmp_path).execute()
         assert json.loads((run.path / "state.json").read_text())["status"] == "failed"
+
+
+def test_an_inline_stage_runs_with_its_own_data_seed_and_vars(fakes, tmp_path, monkeypatch):
+    seen = {}
+
+    def train(ctx):
+        seen.update(seed=ctx.seed, data=ctx.inputs["data"]["name"], sources=list(ctx.plan["data"]["sources"]),
+                    lr=ctx.step["params"]["learning_rate"], tracking=ctx.plan["tracking"]["backends"])
+        return {"model": {"type": "Model", "name": "t"}, "metrics": {"type": "Metrics", "values": {}}}
+
+    monkeypatch.setitem(catalog.STEPS._entries, "train", train)
+    text = PIPELINE.replace('''    train: {method: sft, data: "${data.train}"}''', '''    seed: 7
+    vars: {lr: 0.5}
+    tracking: {backends: [none]}
+    data: {sources: {own: {source: inline, rows: [{question: x}]}}}
+    train: {method: sft, data: "${data.own}", learning_rate: "${vars.lr}"}''')
+    run, plan = make_run(tmp_path, text)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    assert seen == {"seed": 7, "data": "own", "sources": ["own"], "lr": 0.5, "tracking": ["none"]}
+    assert [c[0] for c in fakes.calls] == ["check"] and plan["seed"] == 0   # the pipeline's own steps keep its seed
+
+
+def test_data_step_builds_only_what_it_names_under_the_names_it_gives(fakes, tmp_path):
+    rows = ", ".join(f"{{question: q{i}, answers: [a]}}" for i in range(10))
+    text = f"""\
+    recipe: 1
+    kind: pipeline
+    name: data-only
+    data:
+      sources:
+        a: {{source: inline, rows: [{rows}]}}
+        b: {{source: inline, rows: [{rows.replace("q", "r")}]}}
+      split: {{ratios: {{train: 1, test: 1}}, seed: 0}}
+    stages:
+      build: {{use: data, outputs: [test.a, train.b], info: meta.json, index: false}}
+    """
+    run, plan = make_run(tmp_path, text)
+    Executor(run, plan, tmp_path, use_cache=False).execute()
+    built = run.path / "steps" / "build" / "data"
+    files = sorted(p.relative_to(built).as_posix() for p in built.rglob("*.jsonl"))
+    assert files == ["test/a_test.jsonl", "train/b_train.jsonl"]
+    assert (built / "meta.json").is_file() and not list(built.rglob("info.json"))
+    assert not list(built.rglob("*_index.json"))

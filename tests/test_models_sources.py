@@ -54,6 +54,38 @@ def test_local_relative_to_recipe_and_missing(tmp_path, tiny_qwen2_dir):
         resolve_model({"source": "local", "path": "nope"}, tmp_path)
 
 
+def test_a_tokenizer_override_is_used_everywhere_the_model_is_loaded(tmp_path, tiny_qwen2_dir):
+    """`tokenizer: DIR` on a local model: training, generation and serving load that tokenizer; the fingerprint moves."""
+    import shutil
+
+    from engine.methods.job import load_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for f in Path(tiny_qwen2_dir).iterdir():
+        if f.name.startswith("tokenizer") or f.name.startswith("chat_template") or f.name == "special_tokens_map.json":
+            shutil.copy(f, tok_dir / f.name)
+    (tok_dir / "chat_template.jinja").write_text("OVERRIDE{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = resolve_model({"source": "local", "path": str(tiny_qwen2_dir)}, tmp_path)
+    model = resolve_model({"source": "local", "path": str(tiny_qwen2_dir), "tokenizer": "tok"}, tmp_path)
+    assert model["tokenizer"] == str(tok_dir.resolve()) and model["fingerprint"] != plain["fingerprint"]
+    rendered = load_tokenizer(model).apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert rendered.startswith("OVERRIDE") and not load_tokenizer(plain).apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False).startswith("OVERRIDE")
+    with pytest.raises(EngineError, match="neither a directory nor a hub id"):
+        resolve_model({"source": "local", "path": str(tiny_qwen2_dir), "tokenizer": "no/such-tokenizer-here"}, tmp_path)
+
+
+def test_loading_options_are_part_of_the_fingerprint(tmp_path, tiny_qwen2_dir):
+    plain = resolve_model({"source": "local", "path": str(tiny_qwen2_dir), "name": "a"}, tmp_path)
+    renamed = resolve_model({"source": "local", "path": str(tiny_qwen2_dir), "name": "b"}, tmp_path)
+    thinking = resolve_model({"source": "local", "path": str(tiny_qwen2_dir), "chat_template_kwargs": {"enable_thinking": False}}, tmp_path)
+    assert plain["fingerprint"] == renamed["fingerprint"] != thinking["fingerprint"]
+
+
 def test_run_source_reads_state(tmp_path, tiny_qwen2_dir):
     run = tmp_path / "run"
     run.mkdir()
@@ -69,6 +101,10 @@ def test_run_source_reads_state(tmp_path, tiny_qwen2_dir):
     assert resolve_model({"source": "run", "run": str(run), "output": "steps.train.model"}, tmp_path)["fingerprint"] == "x"
     with pytest.raises(EngineError, match="no completed model output"):
         resolve_model({"source": "run", "run": str(run), "output": "steps.collect.model"}, tmp_path)
+    tuned = resolve_model({"source": "run", "run": "run", "name": "mine", "dtype": "bfloat16",
+                           "chat_template_kwargs": {"enable_thinking": False}}, tmp_path)
+    assert tuned["source"] == {"name": "mine", "dtype": "bfloat16", "chat_template_kwargs": {"enable_thinking": False}}
+    assert tuned["fingerprint"].startswith("x+options:") and model["source"] == {}   # the state's record is untouched
 
 
 def test_hub_offline_names_model_and_suggests_local(tmp_path, monkeypatch):

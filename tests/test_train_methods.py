@@ -55,10 +55,11 @@ def test_sft_full_chat_completion_only(tmp_path, tiny_qwen2_dir):
     before = state_dict(tiny_qwen2_dir)
     ctx = train_context(tmp_path, {"method": "sft", "template": QA_TEMPLATE, **COMMON,
                                    "checkpoints": {"every": "steps", "steps": 1, "name": "ckpt-{step}", "retain": 1}},
-                        local(tiny_qwen2_dir), QA_ROWS, save="epoch_1")
+                        {**local(tiny_qwen2_dir), "chat_template_kwargs": {"enable_thinking": False}}, QA_ROWS, save="epoch_1")
     out = run(ctx)
     check_outputs(ctx, out)
     assert out["model"]["path"].endswith("epoch_1")
+    assert out["model"]["source"]["chat_template_kwargs"] == {"enable_thinking": False}  # prompted as its base was
     final = Path(out["model"]["path"])
     assert sorted(p.name for p in final.glob("ckpt-*")) == ["ckpt-2"]  # retain: 1 removed ckpt-1
     assert [c["name"] for c in out["model"]["checkpoints"]] == ["ckpt-2"]
@@ -224,3 +225,35 @@ def test_qlora_without_cuda_is_a_clear_error():
         pytest.skip("CUDA present")
     with pytest.raises(EngineError, match="qlora needs a CUDA GPU"):
         check_qlora()
+
+
+def test_classify_reports_the_metrics_it_is_asked_for():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from engine.methods.classify import compute_metrics
+
+    prediction = SimpleNamespace(predictions=np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0]]), label_ids=np.array([0, 1, 0]))
+    assert compute_metrics(2)(prediction) == {"accuracy": 2 / 3, "f1": 2 / 3}
+    assert compute_metrics(2, ("f1",))(prediction) == {"f1": 2 / 3}
+
+
+def test_grpo_max_length_leaves_out_overlong_prompts(tmp_path, tiny_qwen2_dir):
+    import json
+
+    from engine.methods.grpo import drop_overlong
+    from engine.methods.job import load_tokenizer
+    from engine.recipe.errors import EngineError
+
+    tok = load_tokenizer({"type": "Model", "kind": "base", "path": str(tiny_qwen2_dir), "source": {}})
+    examples = [{"id": "short", "prompt": [{"role": "user", "content": "hi"}]},
+                {"id": "long", "prompt": [{"role": "user", "content": "word " * 200}]}]
+    record = tmp_path / "overlong_train.json"
+    assert drop_overlong(examples, tok, {"max_length": None}, True, record) == examples and not record.exists()
+    kept = drop_overlong(examples, tok, {"max_length": 64, "max_completion_length": 16}, True, record)
+    assert [e["id"] for e in kept] == ["short"]
+    dropped = json.loads(record.read_text())
+    assert dropped["max_prompt_tokens"] == 48 and dropped["dropped"] == 1 and dropped["rows"][0]["id"] == "long"
+    with pytest.raises(EngineError, match="no room for prompts"):
+        drop_overlong(examples, tok, {"max_length": 16, "max_completion_length": 16}, True, record)

@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.models.resolve import base_of
 from engine.recipe.errors import EngineError, RecipeError, RecipeErrors, did_you_mean
 
 METHODS = ("sft", "dpo", "grpo")
@@ -233,6 +234,9 @@ def run_step(ctx, prepared: dict) -> dict:
     gpus = (ctx.plan.get("launch") or {}).get("gpus", 0)
     cfg = render_config(ctx.step, ctx.step_dir, model_path=prepared["model"]["path"], data_path=data_path,
                         eval_path=eval_path, gpus=gpus, seed=ctx.seed, chat=chat)
+    tokenizer = base_of(prepared["model"]).get("tokenizer")  # the recipe's `tokenizer:` override
+    if tokenizer:
+        cfg["tokenizer_config"] = tokenizer
     check_keys(cfg, known_keys(python))
     if (ctx.step.get("launch") or {}).get("deepspeed_config"):
         (ctx.step_dir / "ds_config.json").write_text(json.dumps(ctx.step["launch"]["deepspeed_config"], indent=2))

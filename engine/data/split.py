@@ -127,8 +127,8 @@ def check_leakage(parts: dict[str, dict[str, Any]], group_by: str) -> None:
     if problems or leaked:
         lines = problems + examples
         count = f"{leaked} row{'s' if leaked != 1 else ''} " if leaked else ""
-        raise DataError(f"split: train/test leakage: {count}{'share an input across splits' if leaked else ''}"
-                        + ("; " if leaked and problems else "") + "; ".join(lines)
+        raise DataError(f"split: train/test leakage: {count}{'share an input across splits: ' if leaked else ''}"
+                        + "; ".join(lines)
                         + f". Keep such rows together with `split.group_by` (a field equal for rows that belong "
                         f"together, e.g. context or question), or drop duplicates with a `dedupe: [question, context]` "
                         f"transform on the source")

@@ -87,6 +87,8 @@ class VLLMGenerator(_Rendering):
         source = base.get("source") or {}
         args: dict[str, Any] = {"model": base["path"], "enable_prefix_caching": True, "seed": 0,
                                 "generation_config": "vllm", "trust_remote_code": bool(source.get("trust_remote_code"))}
+        if base.get("tokenizer"):
+            args["tokenizer"] = base["tokenizer"]
         dtype = source.get("dtype") or "auto"
         import torch
 
@@ -248,6 +250,7 @@ class VLLMServer(_Rendering):
         self.workdir = Path(tempfile.mkdtemp(prefix="recipe-vllm-"))
         served = "model"
         cmd = [str(python or locate()), "-m", "vllm.entrypoints.openai.api_server", "--model", base["path"],
+               *(["--tokenizer", base["tokenizer"]] if base.get("tokenizer") else []),
                "--served-model-name", served, "--host", "127.0.0.1", "--port", str(self.port),
                "--generation-config", "vllm", "--enable-prefix-caching", "--seed", "0"]
         if self.tokenizer.chat_template:

@@ -34,7 +34,8 @@ def label_ids(rows: list[dict], field: str, num_labels: int) -> dict:
     return {name: i for i, name in enumerate(names)}
 
 
-def compute_metrics(num_labels: int):
+def compute_metrics(num_labels: int, wanted: tuple = ("accuracy", "f1")):
+    """The validation metrics the recipe asks for (`metrics:`), from the logits of the eval set."""
     def metrics(prediction) -> dict:
         import numpy as np
         from sklearn.metrics import accuracy_score, f1_score
@@ -43,8 +44,12 @@ def compute_metrics(num_labels: int):
         predicted = np.argmax(logits, axis=-1)
         labels = prediction.label_ids
         average = "binary" if num_labels == 2 else "macro"
-        return {"accuracy": float(accuracy_score(labels, predicted)),
-                "f1": float(f1_score(labels, predicted, average=average, zero_division=0))}
+        out = {}
+        if "accuracy" in wanted:
+            out["accuracy"] = float(accuracy_score(labels, predicted))
+        if "f1" in wanted:
+            out["f1"] = float(f1_score(labels, predicted, average=average, zero_division=0))
+        return out
     return metrics
 
 
@@ -92,4 +97,4 @@ def build_trainer(job: TrainJob):
             model = prepare_full(model, adapter)
     return Trainer(model=model, args=TrainingArguments(**job.args), train_dataset=encode(rows),
                    eval_dataset=encode(eval_rows) if eval_rows else None, processing_class=tokenizer,
-                   data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics(num_labels))
+                   data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics(num_labels, tuple(params.get("metrics") or ("accuracy", "f1"))))

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from engine.methods.examples import load_step_template, prompt_example
 from engine.methods.job import TrainJob, load_tokenizer, read_rows, to_dataset
 from engine.recipe.errors import EngineError
+from engine.runs.atomic import atomic_write_json
 
 CONFIG = "trl:GRPOConfig"
 
@@ -110,9 +112,37 @@ def build_trainer(job: TrainJob):
     template = load_step_template(job.params.get("template"), job.recipe_dir)
     chat = bool(getattr(tokenizer, "chat_template", None))
 
-    def data(path):
-        return to_dataset([prompt_example(r, template, chat) for r in read_rows(path)]) if path else None
+    def data(path, split: str):
+        if not path:
+            return None
+        examples = [prompt_example(r, template, chat) for r in read_rows(path)]
+        return to_dataset(drop_overlong(examples, tokenizer, job.params, chat, job.step_dir / f"overlong_{split}.json"))
 
     model, peft = model_for_training(job)
-    return GRPOTrainer(model=model, reward_funcs=funcs, args=GRPOConfig(**args), train_dataset=data(job.data_path),
-                       eval_dataset=data(job.eval_path), processing_class=tokenizer, peft_config=peft)
+    return GRPOTrainer(model=model, reward_funcs=funcs, args=GRPOConfig(**args), train_dataset=data(job.data_path, "train"),
+                       eval_dataset=data(job.eval_path, "eval"), processing_class=tokenizer, peft_config=peft)
+
+
+def drop_overlong(examples: list[dict], tokenizer: Any, params: dict, chat: bool, record: Path) -> list[dict]:
+    """`max_length` for GRPO bounds prompt + completion: prompts longer than `max_length - max_completion_length`
+    tokens are left out (TRL's GRPO truncates no prompt), and their ids and lengths go to `record`."""
+    limit = params.get("max_length")
+    if not limit:
+        return examples
+    room = int(limit) - int(params.get("max_completion_length", 256))
+    if room <= 0:
+        raise EngineError(f"grpo: max_length {limit} leaves no room for prompts after max_completion_length "
+                          f"{params.get('max_completion_length', 256)}; raise max_length")
+    kept, dropped = [], []
+    for ex in examples:
+        prompt = ex["prompt"]
+        ids = (tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True) if chat and isinstance(prompt, list)
+               else tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        n = len(ids["input_ids"] if hasattr(ids, "keys") else ids)  # a BatchEncoding in transformers 5
+        (kept if n <= room else dropped).append(ex if n <= room else {"id": ex.get("id"), "prompt_tokens": n})
+    if dropped:
+        atomic_write_json(record, {"max_prompt_tokens": room, "dropped": len(dropped), "kept": len(kept), "rows": dropped})
+    if not kept:
+        raise EngineError(f"grpo: every prompt is longer than max_length - max_completion_length = {room} tokens "
+                          f"(see {record}); raise max_length")
+    return kept

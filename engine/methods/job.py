@@ -95,8 +95,13 @@ def load_tokenizer(artifact: dict, *, padding_side: Optional[str] = None):
     a pad token (eos when the tokenizer has none)."""
     from transformers import AutoTokenizer
 
+    from engine.models.resolve import base_of
+
+    # the recipe's `tokenizer:` on this model, else the tokenizer saved with it (an adapter's, a trained model's),
+    # else its base's override or the base directory's own
     path = Path(artifact["path"])
-    where = path if (path / "tokenizer_config.json").is_file() else base_dir(artifact)
+    where = artifact.get("tokenizer") or (path if (path / "tokenizer_config.json").is_file() else None) \
+        or base_of(artifact).get("tokenizer") or base_dir(artifact)
     tok = AutoTokenizer.from_pretrained(where, trust_remote_code=bool(source_option(artifact, "trust_remote_code")))
     override = source_option(artifact, "chat_template")
     if override:

@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from engine.data.fingerprints import sha256_file
+from engine.data.fingerprints import fingerprint_text, sha256_file
 from engine.models.local import local_path
 from engine.models.resolve import model_artifact
 from engine.paths import cache_dir
@@ -66,11 +66,13 @@ def _in_package(dist: str, inner: str) -> Path | None:
 def resolve(source: dict, recipe_dir: Path) -> dict:
     gguf_file = locate(source["file"], recipe_dir)
     sha = sha256_file(gguf_file)
-    target = cache_dir() / "models" / f"gguf-{sha[:16]}"
+    tokenizer = source.get("tokenizer")  # baked into the conversion, so part of its cache key and fingerprint
+    suffix = f"-tok{fingerprint_text(tokenizer)[:8]}" if tokenizer else ""
+    target = cache_dir() / "models" / f"gguf-{sha[:16]}{suffix}"
     if not (target / "conversion.json").is_file():
-        convert(gguf_file, target, tokenizer=source.get("tokenizer"))
+        convert(gguf_file, target, tokenizer=tokenizer)
     record = json.loads((target / "conversion.json").read_text(encoding="utf-8"))
-    return model_artifact(target, source=source, fingerprint=f"gguf:{sha}", conversion=record)
+    return model_artifact(target, source=source, fingerprint=f"gguf:{sha}{suffix}", conversion=record)
 
 
 def convert(gguf_file: Path, target: Path, *, tokenizer: str | None = None) -> Path:

@@ -39,7 +39,62 @@ def resolve_model(source: dict, recipe_dir: Path | str) -> dict:
     if not isinstance(source, dict) or "source" not in source:
         raise EngineError(f"a model is a mapping with `source:` (hub, local, gguf, run, tiny, endpoint), got {source!r}")
     resolver = MODEL_SOURCES.get(source["source"])
-    return resolver(dict(source), Path(recipe_dir))
+    artifact = resolver(dict(source), Path(recipe_dir))
+    if artifact.get("type") != "Model":
+        return artifact
+    if source["source"] == "run":  # the recipe's loading options apply to the earlier run's model too
+        artifact = _with_loading_options(artifact, source)
+    options = {k: source[k] for k in LOADING_OPTIONS[1:] if source.get(k) not in (None, "auto", {})}  # not the name
+    if options:  # they change what the model generates: part of its identity for the step cache
+        from engine.data.fingerprints import canonical_json, fingerprint_text
+
+        artifact["fingerprint"] = f"{artifact['fingerprint']}+options:{fingerprint_text(canonical_json(options))[:16]}"
+    if source.get("tokenizer") and source["source"] in ("hub", "local"):  # gguf bakes its tokenizer into the conversion
+        where, digest = tokenizer_dir(source["tokenizer"], Path(recipe_dir))
+        artifact.update(tokenizer=str(where), fingerprint=f"{artifact['fingerprint']}+tokenizer:{digest}")
+    return artifact
+
+
+LOADING_OPTIONS = ("name", "dtype", "chat_template", "chat_template_kwargs")
+
+
+def _with_loading_options(artifact: dict, source: dict) -> dict:
+    """A copy of `artifact` whose base model's source block carries the options `source` sets."""
+    import copy
+
+    out = copy.deepcopy(artifact)
+    base = base_of(out)
+    block = base.setdefault("source", {})
+    for key in LOADING_OPTIONS:
+        if source.get(key) not in (None, "auto", {}):
+            block[key] = source[key]
+    return out
+
+
+TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "*.model", "vocab*", "merges.txt", "*.tiktoken",
+                   "chat_template.*", "added_tokens.json"]
+
+
+def tokenizer_dir(spec: str, recipe_dir: Path) -> tuple[Path, str]:
+    """A model block's `tokenizer:` (a directory, relative to the recipe, or a hub id) as a local directory."""
+    from engine.data.fingerprints import fingerprint_path
+
+    candidate = Path(spec).expanduser()
+    candidate = candidate if candidate.is_absolute() else recipe_dir / candidate
+    if candidate.is_dir():
+        if not any(candidate.glob("tokenizer*")):
+            raise EngineError(f"tokenizer {spec!r}: {candidate} has no tokenizer files (tokenizer.json / "
+                              f"tokenizer_config.json); give a directory saved with save_pretrained, or a hub id")
+        return candidate.resolve(), fingerprint_path(candidate)["sha256"]
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id=spec, allow_patterns=TOKENIZER_FILES))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, OSError) as exc:
+        raise EngineError(f"tokenizer {spec!r} is neither a directory nor a hub id that can be downloaded here ({exc}); "
+                          f"give a directory with tokenizer files, relative to the recipe") from None
+    return path, f"hub:{spec}@{path.name}"
 
 
 def as_model_artifact(value: Any, recipe_dir: Path | str) -> dict:

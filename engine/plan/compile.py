@@ -132,11 +132,24 @@ class _Compiler:
                 elif isinstance(stage, (InlineTrain, InlineEval, InlineLoop)):
                     stages[name] = {"type": "inline", "kind": stage.kind, "when": self._when(stage.when, r, path),
                                     "model": _dump(stage.model), "outputs": dict(stage.outputs),
-                                    "graph": self._graph(stage, path, top)}
+                                    "overrides": self._inline_overrides(stage, r), "graph": self._graph(stage, path, top)}
                 else:
                     stages[name] = {"type": "step", **self._step(name, stage, path, r)}
             return {"type": "pipeline", "order": list(r.stages), "stages": stages}
         raise AssertionError(type(r))
+
+    def _inline_overrides(self, stage, pipeline) -> dict:
+        """What an inline stage sets for itself over the pipeline's plan: its own `data` (replacing the pipeline's,
+        as validation scopes it), `seed`, `launch`, `tracking`, `output`; its `vars` and `suites` add to the pipeline's."""
+        out: dict[str, Any] = {"vars": {**(pipeline.vars or {}), **(stage.vars or {})},
+                               "suites": {**{k: _dump(s) for k, s in pipeline.suites.items()},
+                                          **{k: _dump(s) for k, s in stage.suites.items()}}}
+        if stage.data is not None:
+            out["data"] = self._data(stage)
+        for key in ("seed", "launch", "tracking", "output"):
+            if key in stage.model_fields_set:
+                out[key] = getattr(stage, key) if key == "seed" else _dump(getattr(stage, key))
+        return out
 
     def _when(self, expr: Optional[str], r, path: tuple) -> Any:
         """`when:` using only vars is decided now (True/False); one that needs the epoch stays an expression."""

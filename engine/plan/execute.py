@@ -196,7 +196,8 @@ class Executor(LoopExecution):
                     self.run.state.mark_running(record)
                     self.run.state.mark_done(record, frame.stages[name])
                 continue
-            sub_plan = stage["plan"] if stage["type"] == "recipe" else {**plan, "model": stage.get("model") or plan["model"]}
+            sub_plan = stage["plan"] if stage["type"] == "recipe" else {
+                **plan, "model": stage.get("model") or plan["model"], **(stage.get("overrides") or {})}
             sub_graph = sub_plan["graph"] if stage["type"] == "recipe" else stage["graph"]
             inner = self._frame(sub_plan, stages=dict(frame.stages))
             inner = self._graph(sub_graph, sub_plan, prefix + name + "/", inner if sub_graph["type"] != "pipeline" else None)

@@ -83,16 +83,20 @@ def _lookup_var(variables: dict, dotted: str) -> tuple[bool, Any]:
 
 
 def substitute_vars(tree: dict, locate: Locate, errors: ErrorCollector) -> dict:
-    """Replace `${vars.X}` everywhere but in `vars:` itself; a whole-value reference keeps the value's type."""
-    variables = tree.get("vars") or {}
-    if not isinstance(variables, dict):
+    """Replace `${vars.X}` everywhere but in `vars:` blocks themselves; a whole-value reference keeps the value's
+    type. An inline pipeline stage (`stages.NAME` with `kind:`) sees its own `vars:` over the pipeline's."""
+    top = tree.get("vars") or {}
+    if not isinstance(top, dict):
         return tree
 
-    def sub(node: Any, path: tuple) -> Any:
+    def sub(node: Any, path: tuple, variables: dict) -> Any:
         if isinstance(node, dict):
-            return {k: (v if path == () and k == "vars" else sub(v, path + (k,))) for k, v in node.items()}
+            scope = path == () or (len(path) == 2 and path[0] == "stages" and "kind" in node)
+            if scope and path != () and isinstance(node.get("vars"), dict):
+                variables = {**variables, **node["vars"]}
+            return {k: (v if scope and k == "vars" else sub(v, path + (k,), variables)) for k, v in node.items()}
         if isinstance(node, list):
-            return [sub(v, path + (i,)) for i, v in enumerate(node)]
+            return [sub(v, path + (i,), variables) for i, v in enumerate(node)]
         if not isinstance(node, str) or "${" not in node:
             return node
         whole = _VAR_RE.fullmatch(node.strip())
@@ -100,6 +104,7 @@ def substitute_vars(tree: dict, locate: Locate, errors: ErrorCollector) -> dict:
             found, value = _lookup_var(variables, whole.group(1))
             if found:
                 return copy.deepcopy(value)
+
         def repl(m: re.Match) -> str:
             found, value = _lookup_var(variables, m.group(1))
             if not found:
@@ -112,7 +117,7 @@ def substitute_vars(tree: dict, locate: Locate, errors: ErrorCollector) -> dict:
             return str(value)
         return _VAR_RE.sub(repl, node)
 
-    return sub(tree, ())
+    return sub(tree, (), top)
 
 
 # --- pydantic errors -> recipe errors ------------------------------------------------------------------

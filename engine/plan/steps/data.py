@@ -87,6 +87,17 @@ def build_outputs(plan_data: dict, *, recipe_dir: Path, out_dir: Path, seed: int
     return _artifacts(target, read_manifest(target))
 
 
+def _name_metadata(root: Path, default: str, wanted: str | bool) -> None:
+    """`info:` / `index:` of the step: the build's metadata files under the recipe's name, or none (`false`)."""
+    if wanted == default:
+        return
+    for path in list(root.rglob(default)):
+        if wanted:
+            path.rename(path.with_name(wanted))
+        else:
+            path.unlink()
+
+
 def run(ctx: StepContext) -> dict[str, dict]:
     """The `data` step: materialise the outputs into the step directory, with `files:` renames."""
     plan = ctx.plan
@@ -104,6 +115,14 @@ def run(ctx: StepContext) -> dict[str, dict]:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source_dir, tmp)
+    if ctx.param("outputs"):  # only the outputs asked for (with the mixing metadata and indexes)
+        for name in set(built) - set(wanted):
+            (tmp / Path(built[name]["path"]).relative_to(source_dir)).unlink(missing_ok=True)
+    _name_metadata(tmp, "info.json", ctx.param("info", "info.json"))
+    index = ctx.param("index", "test_index.json")
+    for path in (tmp.rglob("*_index.json") if index is False else ()):  # no indexes at all
+        path.unlink()
+    _name_metadata(tmp, "test_index.json", index or "test_index.json")
     for name, rel in (ctx.param("files") or {}).items():
         if name not in built:
             raise EngineError(f"{ctx.step_id}.files: no data output '{name}'")

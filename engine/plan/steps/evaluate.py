@@ -143,7 +143,8 @@ def _judgment(ctx, model, template, rows, predictions, judgment: dict, settings:
     labels = list(judgment.get("labels") or ["yes", "no"])
     p_yes = None
     if judgment.get("probability", "logprobs") == "logprobs":
-        generator = open_generator(model, recipe_dir=ctx.recipe_dir, resources=ctx.resources)
+        generator = open_generator(model, generator=ctx.param("generator") or "auto", recipe_dir=ctx.recipe_dir,
+                                   resources=ctx.resources)
         prompts = [render(template, row, with_target=False).messages for row in rows]
         candidates = sorted({v for label in labels for v in (label, label.capitalize(), " " + label, " " + label.capitalize())})
         probs = generator.logprobs_for(prompts, candidates, chat_template_kwargs=settings["chat_template_kwargs"] or None)

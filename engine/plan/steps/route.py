@@ -5,7 +5,7 @@ correctly") for every (question, candidate) pair, the same text pair it was trai
 the cheapest candidate it trusts (engine/evaluate/routing.py). `router: generative` (the LLM router): the model
 writes its difficulty assessment for each row through `template`, and the class word in the reply routes it.
 
-Outputs: `routes.jsonl` (per question: the decision, P(correct) per candidate or the reply, the label of the
+Outputs: `routes.jsonl` (or the step's `save:`; per question: the decision, P(correct) per candidate or the reply, the label of the
 chosen pair), `metrics.json` (accuracy, f1, routed_share, routed_correct, oracle, always.<llm_id>).
 """
 
@@ -37,7 +37,7 @@ def run(ctx: StepContext) -> dict[str, dict]:
     else:
         values, routes = _generative(ctx, model, rows)
     values["router"] = {"type": ctx.param("router", "classifier"), "model": model.get("path"), "data": data["path"]}
-    routes_path = ctx.step_dir / "routes.jsonl"
+    routes_path = ctx.step_dir / (ctx.save_name or "routes.jsonl")
     with open(routes_path, "w", encoding="utf-8") as f:
         import json
 
@@ -66,7 +66,8 @@ def _classifier(ctx: StepContext, model: dict, rows: list[dict]) -> tuple[dict, 
     probs = classifier_probabilities(model, texts, list(ctx.param("text_fields") or [question_field, candidate_field]),
                                      max_length=int(ctx.param("max_length", 512)), batch_size=int(ctx.param("batch_size", 16)))
     p_correct = {pair: p for pair, p in zip(pairs, probs)}
-    labels = {(str(r[question_field]), str(r[candidate_field])): int(r[label_field]) for r in rows if r.get(label_field) is not None}
+    labels = {(str(r[question_field]), str(r[candidate_field])): _label(r[label_field], label_field, ctx.step_id)
+              for r in rows if r.get(label_field) is not None}
     threshold = float(ctx.param("threshold", 0.5))
     decisions = {q: choose({llm: p_correct[(q, llm)] for llm in candidates}, candidates, threshold) for q in questions}
     labelled = [pair for pair in labels if pair in p_correct]
@@ -76,6 +77,13 @@ def _classifier(ctx: StepContext, model: dict, rows: list[dict]) -> tuple[dict, 
     routes = [{"question": q, "routed_to": decisions[q], "p_correct": {llm: round(p_correct[(q, llm)], 6) for llm in candidates},
                "label": labels.get((q, decisions[q]))} for q in questions]
     return values, routes
+
+
+def _label(value: Any, field: str, step_id: str) -> int:
+    if value in (0, 1, "0", "1", True, False):
+        return int(value)
+    raise EngineError(f"{step_id}: `{field}` is {value!r}; a router label is 1 (the LLM answers correctly) or 0 — "
+                      f"set `label_field:` to the 0/1 field of the held-out rows")
 
 
 def classifier_probabilities(model: dict, rows: list[dict], text_fields: list[str], *, max_length: int,

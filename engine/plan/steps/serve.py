@@ -6,7 +6,7 @@ loading another model never closes the engine behind a live endpoint. The Endpoi
 is the served model's, not the URL's: an evaluation through a fresh server on another port is still a cache
 hit. A served endpoint is not a result: the executor re-runs `serve` steps on resume and never caches them.
 
-Output: `steps/<id>/endpoint.json` (url, model name, engine); an Endpoint artifact.
+Output: `steps/<id>/endpoint.json` (or the step's `save:`: url, model name, engine); an Endpoint artifact.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(ctx: StepContext) -> dict[str, dict]:
     ctx.resources.setdefault(SERVERS_KEY, []).append((server, generator))
     endpoint = server.endpoint_artifact()
     endpoint["fingerprint"] = f"served:{model.get('fingerprint') or model.get('path')}"
-    atomic_write_json(ctx.step_dir / "endpoint.json", {"url": server.url, "model": server.model_name,
+    atomic_write_json(ctx.step_dir / (ctx.save_name or "endpoint.json"), {"url": server.url, "model": server.model_name,
                                                         "engine": generator.name, "served": model.get("path")})
     ctx.emit("serving", url=server.url, model=server.model_name, engine=generator.name)
     return {"endpoint": endpoint}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.recipe.models.base import Block
 from engine.recipe.models.common import ArtifactType, Ref, ScorerChoice, TemplateSpec
@@ -168,13 +168,21 @@ class Evaluate(_Step, _Generation):
     judgment: Optional[Judgment] = None
     limit: Optional[int] = Field(None, ge=1)
     k: list[int] = Field(default_factory=lambda: [1])
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals (0 = none).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals of the metrics (0 = none; a `compare_to` comparison resamples 1000 times when 0, as its verdicts need a CI).")
     compare_to: Optional[str] = Field(None, description="A run directory or `${steps.NAME.metrics}` to compare against.")
     fail_if: list[Gate] = Field(default_factory=list)
     results_name: Optional[str] = Field(None, description="Name of the results JSON (e.g. `qwen25-7b_results.json`).")
 
     OUTPUTS = {"metrics": A.metrics, "rows": A.dataset}
     REFS = {"model": (A.model, A.endpoint), "data": A.dataset}
+
+    @field_validator("judgment")
+    @classmethod
+    def _judgment_scores_itself(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("scorer") not in (None, "judgment", ["judgment"]):
+            raise ValueError("evaluate with `judgment:` scores the judgments itself — `scorer:` must be `judgment` or left "
+                             "out; the answers' correctness comes from the rows' ability labels (a `label` step)")
+        return value
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> "Evaluate":
@@ -253,8 +261,8 @@ class DataBuild(_Step):
     use: Literal["data"]
     outputs_: Optional[list[str]] = Field(None, alias="outputs", description="Data names to build (default: all).")
     files: dict[str, str] = Field(default_factory=dict, description="Data name -> file path inside the step dir, e.g. `{test.gsm8k: test/gsm8k_test.jsonl}`.")
-    info: Optional[str] = Field("info.json", description="Mixing metadata file name.")
-    index: Optional[str] = Field("test_index.json", description="Index of the test files.")
+    info: Union[str, Literal[False]] = Field("info.json", description="Name of the mixing metadata files (`false`: none).")
+    index: Union[str, Literal[False]] = Field("test_index.json", description="Name of the test split's index of its files (`false`: no split indexes).")
 
     def outputs(self) -> dict[str, ArtifactType]:
         return {"dir": A.value}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from engine.recipe.models.base import Block
 from engine.recipe.models.common import ArtifactType, Ref, ScorerChoice, TemplateSpec
@@ -68,6 +68,10 @@ class Checkpoints(Block):
         return self
 
 
+AXOLOTL_UNREAD = ("trainer_args", "checkpoints", "packing", "padding_free", "completion_only_loss", "loss_type", "reference",
+                  "scale_rewards", "generator")
+
+
 class _TrainCommon(Block):
     use: Literal["train"] = "train"
     when: Optional[str] = Field(None, description="Run only when this Jinja expression is true, e.g. `{{ vars.adapter == 'lora' }}`.")
@@ -97,6 +101,24 @@ class _TrainCommon(Block):
     axolotl: dict[str, Any] = Field(default_factory=dict, description="Raw Axolotl keys (backend `axolotl`), checked against Axolotl's schema.")
 
     OUTPUTS: ClassVar[dict[str, ArtifactType]] = {"model": ArtifactType.model, "metrics": ArtifactType.metrics}
+
+    @field_validator("axolotl")
+    @classmethod
+    def _axolotl_block_needs_axolotl(cls, value: dict, info: ValidationInfo) -> dict:
+        if value and info.data.get("backend", "trl") == "trl":
+            raise ValueError("`axolotl:` keys are read by `backend: axolotl` only — this step trains with TRL; set "
+                             "`backend: axolotl`, or give TRL fields (or `trainer_args:`) instead")
+        return value
+
+    @field_validator(*AXOLOTL_UNREAD, check_fields=False)
+    @classmethod
+    def _read_by_axolotl(cls, value: Any, info: ValidationInfo) -> Any:
+        """Options the Axolotl backend would not read are errors, not silent no-ops (only given values get here)."""
+        if info.data.get("backend") == "axolotl":
+            raise ValueError(f"backend axolotl does not read `{info.field_name}` — the Axolotl config is rendered from "
+                             f"the common fields; give Axolotl's own keys under `axolotl:` (e.g. `sample_packing: true`, "
+                             f"`save_strategy: epoch`), or use `backend: trl`")
+        return value
 
     def outputs(self) -> dict[str, ArtifactType]:
         return dict(self.OUTPUTS)
@@ -154,6 +176,9 @@ class GRPO(_TrainCommon):
     method: Literal["grpo"]
     num_generations: int = Field(8, ge=2, description="Completions per prompt (the group).")
     max_completion_length: int = Field(256, ge=1)
+    max_length: Optional[int] = Field(
+        None, ge=8, description="Prompt + completion tokens: prompts longer than `max_length - max_completion_length` "
+        "are left out (listed in overlong_train.json). Default: no limit.")
     temperature: float = Field(1.0, gt=0)
     beta: float = Field(0.0, ge=0, description="KL coefficient.")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
@@ -189,7 +214,16 @@ class Classify(_TrainCommon):
     num_labels: int = Field(2, ge=2)
     text_fields: list[str] = Field(default_factory=lambda: ["question"], description="Fields joined as the input; two fields form a text pair.")
     label_field: str = "label"
-    metrics: list[Literal["accuracy", "f1"]] = Field(default_factory=lambda: ["accuracy", "f1"])
+    metrics: list[Literal["accuracy", "f1"]] = Field(default_factory=lambda: ["accuracy", "f1"],
+                                                     description="Validation metrics computed each epoch with `eval_data`.")
+
+    @field_validator("template")
+    @classmethod
+    def _no_template(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("classify reads its input from `text_fields:`, not from a prompt template — remove "
+                             "`template:` and name the fields, e.g. `text_fields: [question, llm_id]`")
+        return value
 
 
 class RewardModel(_TrainCommon):
