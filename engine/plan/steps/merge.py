@@ -33,7 +33,7 @@ def merge_adapter(artifact: dict, out_dir: Path) -> Path:
     kwargs = {}
     if auto != "AutoModelForCausalLM":
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        kwargs = {"num_labels": _num_labels(adapter_dir, config)}
+        kwargs = {"num_labels": adapter_num_labels(adapter_dir, config)}
     model = load_model(artifact, auto, trainable=False, **kwargs)
     merged = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def merge_adapter(artifact: dict, out_dir: Path) -> Path:
     return out_dir
 
 
-def _num_labels(adapter_dir: Path, config: dict) -> int:
+def adapter_num_labels(adapter_dir: Path, config: dict) -> int:
     from safetensors import safe_open
 
     weights = adapter_dir / "adapter_model.safetensors"

@@ -11,13 +11,14 @@ chosen pair), `metrics.json` (accuracy, f1, routed_share, routed_correct, oracle
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from engine.evaluate.routing import binary_scores, candidates_of, choose, class_of, route_metrics
 from engine.plan.context import StepContext
 from engine.recipe.errors import EngineError
-from engine.runs.atomic import atomic_write_json, read_jsonl
+from engine.runs.atomic import atomic_write_json, atomic_write_text, read_jsonl
 
 
 def run(ctx: StepContext) -> dict[str, dict]:
@@ -38,11 +39,7 @@ def run(ctx: StepContext) -> dict[str, dict]:
         values, routes = _generative(ctx, model, rows)
     values["router"] = {"type": ctx.param("router", "classifier"), "model": model.get("path"), "data": data["path"]}
     routes_path = ctx.step_dir / (ctx.save_name or "routes.jsonl")
-    with open(routes_path, "w", encoding="utf-8") as f:
-        import json
-
-        for route in routes:
-            f.write(json.dumps(route, ensure_ascii=False) + "\n")
+    atomic_write_text(routes_path, "".join(json.dumps(route, ensure_ascii=False) + "\n" for route in routes))
     atomic_write_json(ctx.step_dir / "metrics.json", values)
     ctx.emit("routed", questions=values["questions"], routed_share=values["routed_share"])
     return {"metrics": {"type": "Metrics", "path": str(ctx.step_dir / "metrics.json"), "values": values},
@@ -96,12 +93,10 @@ def classifier_probabilities(model: dict, rows: list[dict], text_fields: list[st
 
     kwargs: dict[str, Any] = {}
     if model.get("kind") == "adapter":
-        import json
-
-        from engine.plan.steps.merge import _num_labels
+        from engine.plan.steps.merge import adapter_num_labels
 
         adapter = Path(model["path"])
-        kwargs["num_labels"] = _num_labels(adapter, json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")))
+        kwargs["num_labels"] = adapter_num_labels(adapter, json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")))
     classifier = load_model(model, "AutoModelForSequenceClassification", trainable=False, **kwargs).eval()
     tokenizer = load_tokenizer(model)
     texts = [classify_text(row, text_fields) for row in rows]
