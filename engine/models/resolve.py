@@ -44,7 +44,7 @@ def resolve_model(source: dict, recipe_dir: Path | str) -> dict:
         return artifact
     if source["source"] == "run":  # the recipe's loading options apply to the earlier run's model too
         artifact = _with_loading_options(artifact, source)
-    options = {k: source[k] for k in LOADING_OPTIONS[1:] if source.get(k) not in (None, "auto", {})}  # not the name
+    options = loading_options(source, LOADING_OPTIONS[:3])  # trust_remote_code does not change what it generates
     if options:  # they change what the model generates: part of its identity for the step cache
         from engine.data.fingerprints import canonical_json, fingerprint_text
 
@@ -55,19 +55,20 @@ def resolve_model(source: dict, recipe_dir: Path | str) -> dict:
     return artifact
 
 
-LOADING_OPTIONS = ("name", "dtype", "chat_template", "chat_template_kwargs")
+LOADING_OPTIONS = ("dtype", "chat_template", "chat_template_kwargs", "trust_remote_code")
+
+
+def loading_options(source: dict, keys: tuple = LOADING_OPTIONS) -> dict:
+    """The options of a model block that change how it loads and prompts, where the block sets them."""
+    return {k: source[k] for k in keys if source.get(k) not in (None, "auto", {}, False)}
 
 
 def _with_loading_options(artifact: dict, source: dict) -> dict:
-    """A copy of `artifact` whose base model's source block carries the options `source` sets."""
+    """A copy of `artifact` whose base model's source block carries the options (and display name) `source` sets."""
     import copy
 
     out = copy.deepcopy(artifact)
-    base = base_of(out)
-    block = base.setdefault("source", {})
-    for key in LOADING_OPTIONS:
-        if source.get(key) not in (None, "auto", {}):
-            block[key] = source[key]
+    base_of(out).setdefault("source", {}).update(loading_options(source, ("name", *LOADING_OPTIONS)))
     return out
 
 

@@ -88,19 +88,20 @@ class LoopExecution:
         keep = (plan.get("output") or {}).get("retain")
         if not keep:
             return
-        trains = [n for n in graph["order"] if graph["steps"][n]["use"] == "train"]
+        old = epoch - int(keep)  # the epoch that just left the window (earlier ones left it before)
+        if old < 1:
+            return
         carried = {str(v.get("path")) for v in carry.values() if isinstance(v, dict)}
-        for old in range(1, epoch - int(keep) + 1):
-            for name in trains:
-                model = (self.run.state.outputs(f"{prefix}epoch_{old}/{name}") or {}).get("model") or {}
-                path = Path(str(model.get("path") or ""))
-                inside = path.is_relative_to(self.run.path / "steps") and not path.is_symlink()
-                if model and inside and path.exists() and str(path) not in carried:
-                    shutil.rmtree(path)
-                    for link in (self.run.path / prefix).iterdir():  # the seed-layout link to it (RUN/epoch_N)
-                        if link.is_symlink() and not link.exists():
-                            link.unlink()
-                    self.run.events.emit("model_removed", step=f"{prefix}epoch_{old}/{name}", path=str(path), retain=keep)
+        for name in (n for n in graph["order"] if graph["steps"][n]["use"] == "train"):
+            model = self.run.state.outputs(f"{prefix}epoch_{old}/{name}").get("model") or {}
+            path = Path(str(model.get("path") or ""))
+            inside = path.is_relative_to(self.run.path / "steps") and not path.is_symlink()
+            if model and inside and path.exists() and str(path) not in carried:
+                shutil.rmtree(path)
+                for link in (self.run.path / prefix).iterdir():  # the seed-layout link to it (RUN/epoch_N)
+                    if link.is_symlink() and not link.exists():
+                        link.unlink()
+                self.run.events.emit("model_removed", step=f"{prefix}epoch_{old}/{name}", path=str(path), retain=keep)
 
     def _gate_failed(self, step_id: str, name: str, exc: GateFailed, frame: Frame) -> None:
         state = self.run.state

@@ -87,15 +87,15 @@ def build_outputs(plan_data: dict, *, recipe_dir: Path, out_dir: Path, seed: int
     return _artifacts(target, read_manifest(target))
 
 
-def _name_metadata(root: Path, default: str, wanted: str | bool) -> None:
-    """`info:` / `index:` of the step: the build's metadata files under the recipe's name, or none (`false`)."""
-    if wanted == default:
+def _name_metadata(root: Path, pattern: str, wanted: str | bool) -> None:
+    """`info:` / `index:` of the step: the build's metadata files matching `pattern` renamed, or removed (`false`)."""
+    if wanted == pattern:
         return
-    for path in list(root.rglob(default)):
-        if wanted:
-            path.rename(path.with_name(wanted))
-        else:
+    for path in list(root.rglob(pattern)):
+        if wanted is False:
             path.unlink()
+        else:
+            path.rename(path.with_name(wanted))
 
 
 def run(ctx: StepContext) -> dict[str, dict]:
@@ -119,10 +119,8 @@ def run(ctx: StepContext) -> dict[str, dict]:
         for name in set(built) - set(wanted):
             (tmp / Path(built[name]["path"]).relative_to(source_dir)).unlink(missing_ok=True)
     _name_metadata(tmp, "info.json", ctx.param("info", "info.json"))
-    index = ctx.param("index", "test_index.json")
-    for path in (tmp.rglob("*_index.json") if index is False else ()):  # no indexes at all
-        path.unlink()
-    _name_metadata(tmp, "test_index.json", index or "test_index.json")
+    index = ctx.param("index", "test_index.json")  # names the test split's index; `false` drops every split's
+    _name_metadata(tmp, "*_index.json" if index is False else "test_index.json", index)
     for name, rel in (ctx.param("files") or {}).items():
         if name not in built:
             raise EngineError(f"{ctx.step_id}.files: no data output '{name}'")

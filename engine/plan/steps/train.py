@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from engine.backends.launch import resolve_env_refs
 from engine.data.fingerprints import short_hash
-from engine.models.resolve import as_model_artifact, base_of, model_artifact
+from engine.models.resolve import as_model_artifact, base_of, loading_options, model_artifact
 from engine.plan.context import StepContext
 from engine.recipe.errors import EngineError
 from engine.runs.atomic import atomic_write_json, atomic_write_text, read_json
@@ -206,9 +206,7 @@ def collect(ctx: StepContext, prepared: dict, result: dict) -> dict[str, dict]:
                            "data": prepared["data"].get("fingerprint") or prepared["data"]["path"], "seed": ctx.seed})
     source = {"source": "step", "step": ctx.step_id, "run_dir": str(ctx.run_dir)}
     if kind != "adapter":  # a full fine-tune keeps how its base is loaded and prompted (dtype, chat template, kwargs)
-        loading = base_of(base).get("source") or {}
-        source.update({k: loading[k] for k in ("dtype", "chat_template", "chat_template_kwargs", "trust_remote_code")
-                       if loading.get(k) not in (None, "auto", {}, False)})
+        source.update(loading_options(base_of(base).get("source") or {}))
     if kind == "adapter":
         model = model_artifact(result["path"], source=source, fingerprint=f"step:{identity}", kind="adapter",
                                base=base if base.get("kind") != "adapter" else base["base"])
